@@ -1,0 +1,160 @@
+// MemoryStore: the reference KeyStore, kept in this process; for tests and single-instance apps.
+
+import { StoreConflictError } from '../../src/errors.js';
+import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value as object)) deepFreeze(child);
+  }
+  return value;
+}
+
+const EMPTY_METADATA = Object.freeze({});
+
+/** Compares two records by (createdAt, id), the order of `list`. */
+function compare(aTime: number, aId: string, bTime: number, bId: string): number {
+  if (aTime !== bTime) return aTime - bTime;
+  return aId < bId ? -1 : aId > bId ? 1 : 0;
+}
+
+/**
+ * Keeps keys in this process's memory. Lookups by digest are one Map read, whatever the number
+ * of keys. Records are frozen when written and returned as kept, without copying. Nothing
+ * survives a restart, and instances do not share keys: use a SQL or Redis store for that.
+ *
+ * @example
+ * const keys = createKeyManager({ store: new MemoryStore() })
+ */
+export class MemoryStore implements KeyStore {
+  private readonly byId = new Map<string, KeyRecord>();
+  /** digest (current or previous) -> record */
+  private readonly byDigest = new Map<string, KeyRecord>();
+  /** Records in (createdAt, id) order, for `list`. */
+  private readonly ordered: KeyRecord[] = [];
+
+  /** How many keys are stored. */
+  get size(): number {
+    return this.byId.size;
+  }
+
+  async insert(record: KeyRecord): Promise<void> {
+    if (this.byId.has(record.id)) throw new StoreConflictError(`a key with id '${record.id}' already exists`);
+    if (this.byDigest.has(record.digest) || (record.previousDigest !== null && this.byDigest.has(record.previousDigest))) {
+      throw new StoreConflictError('a key with this token digest already exists');
+    }
+    const kept = this.freeze(record);
+    this.byId.set(kept.id, kept);
+    this.index(kept);
+    this.ordered.splice(this.position(kept), 0, kept);
+  }
+
+  async findById(id: string): Promise<KeyRecord | null> {
+    return this.byId.get(id) ?? null;
+  }
+
+  async findByDigest(digest: string): Promise<KeyRecord | null> {
+    return this.byDigest.get(digest) ?? null;
+  }
+
+  async list(query: StoreListQuery): Promise<KeyRecord[]> {
+    const out: KeyRecord[] = [];
+    let start = 0;
+    if (query.after) {
+      const t = query.after.createdAt.getTime();
+      const id = query.after.id;
+      let lo = 0;
+      let hi = this.ordered.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        const r = this.ordered[mid] as KeyRecord;
+        if (compare(r.createdAt.getTime(), r.id, t, id) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      start = lo;
+    }
+    for (let i = start; i < this.ordered.length && out.length < query.limit; i++) {
+      const r = this.ordered[i] as KeyRecord;
+      if (query.ownerId !== undefined && r.ownerId !== query.ownerId) continue;
+      if (query.active !== undefined && r.active !== query.active) continue;
+      out.push(r);
+    }
+    return out;
+  }
+
+  async update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
+    const current = this.byId.get(next.id);
+    if (!current || current.version !== expectedVersion) return false;
+    for (const d of [next.digest, next.previousDigest]) {
+      const holder = d === null ? undefined : this.byDigest.get(d);
+      if (holder && holder.id !== next.id) throw new StoreConflictError('a key with this token digest already exists');
+    }
+    const kept = this.freeze(next);
+    this.unindex(current);
+    this.byId.set(kept.id, kept);
+    this.index(kept);
+    this.ordered[this.find(current)] = kept;
+    return true;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const current = this.byId.get(id);
+    if (!current) return false;
+    this.byId.delete(id);
+    this.unindex(current);
+    this.ordered.splice(this.find(current), 1);
+    return true;
+  }
+
+  async touch(entries: readonly TouchEntry[]): Promise<void> {
+    for (const { id, lastUsedAt } of entries) {
+      const current = this.byId.get(id);
+      if (!current || (current.lastUsedAt !== null && current.lastUsedAt >= lastUsedAt)) continue;
+      const kept = Object.freeze({ ...current, lastUsedAt: new Date(lastUsedAt.getTime()) });
+      this.byId.set(id, kept);
+      this.index(kept);
+      this.ordered[this.find(current)] = kept;
+    }
+  }
+
+  /** A frozen copy that callers cannot change under the store. */
+  private freeze(record: KeyRecord): KeyRecord {
+    const metadata = Object.keys(record.metadata).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(record.metadata));
+    return Object.freeze({
+      ...record,
+      scopes: Object.isFrozen(record.scopes) ? record.scopes : Object.freeze([...record.scopes]),
+      allowedIps: Object.isFrozen(record.allowedIps) ? record.allowedIps : Object.freeze([...record.allowedIps]),
+      metadata,
+    });
+  }
+
+  private index(record: KeyRecord): void {
+    this.byDigest.set(record.digest, record);
+    if (record.previousDigest !== null) this.byDigest.set(record.previousDigest, record);
+  }
+
+  private unindex(record: KeyRecord): void {
+    this.byDigest.delete(record.digest);
+    if (record.previousDigest !== null) this.byDigest.delete(record.previousDigest);
+  }
+
+  /** Where a record belongs in `ordered`. */
+  private position(record: KeyRecord): number {
+    const t = record.createdAt.getTime();
+    let lo = 0;
+    let hi = this.ordered.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = this.ordered[mid] as KeyRecord;
+      if (compare(r.createdAt.getTime(), r.id, t, record.id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The index of a stored record in `ordered`. */
+  private find(record: KeyRecord): number {
+    return this.position(record);
+  }
+}

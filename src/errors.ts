@@ -1,0 +1,100 @@
+// The error classes keygate throws: one base with a stable `code` and an HTTP `status`.
+
+/** Stable, machine-readable error codes. They never change meaning between releases. */
+export type KeygateErrorCode =
+  | 'VALIDATION_FAILED'
+  | 'KEY_NOT_FOUND'
+  | 'VERSION_CONFLICT'
+  | 'STORE_UNAVAILABLE'
+  | 'STORE_CONFLICT'
+  | 'MANAGER_CLOSED'
+  | 'DRIVER_MISSING';
+
+/** Base class of every error keygate throws on purpose. */
+export class KeygateError extends Error {
+  /** Stable code, safe to switch on. */
+  readonly code: KeygateErrorCode;
+  /** The HTTP status a server should answer with. */
+  readonly status: number;
+
+  constructor(code: KeygateErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** An input was rejected. `field` names it (`name`, `scopes`, `allowedIps[1]`, …); nothing was written. */
+export class ValidationError extends KeygateError {
+  /** The input field at fault, e.g. `allowedIps` or `scopes`. */
+  readonly field: string;
+  /** Why it was rejected, without the field name. */
+  readonly reason: string;
+
+  constructor(field: string, reason: string) {
+    super('VALIDATION_FAILED', 400, `${field}: ${reason}`);
+    this.field = field;
+    this.reason = reason;
+  }
+}
+
+/** No key has the given id (it never existed or was deleted). */
+export class KeyNotFoundError extends KeygateError {
+  readonly keyId: string;
+  constructor(keyId: string) {
+    super('KEY_NOT_FOUND', 404, `No API key with id '${keyId}' exists; it may have been deleted.`);
+    this.keyId = keyId;
+  }
+}
+
+/** The key changed since it was read: `expectedVersion` did not match. Re-read it and apply the edit again. */
+export class VersionConflictError extends KeygateError {
+  readonly keyId: string;
+  readonly expectedVersion: number;
+  /** The version now stored, when known. */
+  readonly actualVersion: number | null;
+  constructor(keyId: string, expectedVersion: number, actualVersion: number | null) {
+    super(
+      'VERSION_CONFLICT',
+      409,
+      `API key '${keyId}' is at version ${actualVersion ?? 'unknown'}, not ${expectedVersion}: it was changed by someone else. Read it again and re-apply the edit.`,
+    );
+    this.keyId = keyId;
+    this.expectedVersion = expectedVersion;
+    this.actualVersion = actualVersion;
+  }
+}
+
+/** The key store failed or did not answer within `storeTimeoutMs`. No decision was made. */
+export class StoreUnavailableError extends KeygateError {
+  /** The store operation that failed, e.g. `findByDigest`. */
+  readonly operation: string;
+  constructor(operation: string, message: string, options?: { cause?: unknown }) {
+    super('STORE_UNAVAILABLE', 503, `Key store unavailable during ${operation}: ${message}`, options);
+    this.operation = operation;
+  }
+}
+
+/** A store refused a write because an id or digest already exists (a store bug or a re-used record). */
+export class StoreConflictError extends KeygateError {
+  constructor(message: string) {
+    super('STORE_CONFLICT', 409, message);
+  }
+}
+
+/** The manager was closed with `close()`; create a new one. */
+export class ManagerClosedError extends KeygateError {
+  constructor() {
+    super('MANAGER_CLOSED', 500, 'This key manager was closed; create a new one with createKeyManager().');
+  }
+}
+
+/** An optional driver package is not installed. The message says which one to install. */
+export class DriverMissingError extends KeygateError {
+  readonly packageName: string;
+  constructor(packageName: string, usedBy: string) {
+    super('DRIVER_MISSING', 500, `${usedBy} needs the '${packageName}' package: run npm install ${packageName}`);
+    this.packageName = packageName;
+  }
+}

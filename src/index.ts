@@ -1,0 +1,36 @@
+// The package face of keygate: re-exports only.
+
+export { createKeyManager } from './manager.js';
+export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
+export { b2bWaveScopes, defineScopes } from './scopes.js';
+export type { ScopeCatalog, ScopeInfo, DefineScopesOptions, ScopeActionDefinition } from './scopes.js';
+export { canonicalIp, parseAllowedIps, isIpAllowed, MAX_ALLOWED_IPS } from './ip.js';
+export {
+  KeygateError,
+  ValidationError,
+  KeyNotFoundError,
+  VersionConflictError,
+  StoreUnavailableError,
+  StoreConflictError,
+  ManagerClosedError,
+  DriverMissingError,
+} from './errors.js';
+export type { KeygateErrorCode } from './errors.js';
+export type { KeyStore, KeyRecord, StoreListQuery, ListPosition, TouchEntry } from './store.js';
+export type { VerifyCacheOptions, InvalidationBus, InvalidationSubscriber } from './cache.js';
+export type {
+  ApiKey,
+  VerifyResult,
+  VerifyFailureCode,
+  VerifyOptions,
+  CreateKeyInput,
+  UpdateKeyInput,
+  UpdateOptions,
+  ListOptions,
+  ListResult,
+  RotateOptions,
+  KeyWithToken,
+  AllowedIpsInput,
+  KeyMetadata,
+  JsonValue,
+} from './types.js';

@@ -1,0 +1,153 @@
+// Strict IP parsing: one canonical form for allow-list entries and client addresses alike.
+
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+import { ValidationError } from './errors.js';
+
+/** The longest textual IPv6 address (with an embedded IPv4 tail) is 45 characters. */
+const MAX_IP_LENGTH = 45;
+/** An allow-list holds at most this many addresses. */
+export const MAX_ALLOWED_IPS = 1000;
+
+const EMBEDDED_V4 = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/**
+ * The canonical form of an exact IP address, or `null` when the text is not one.
+ *
+ * Accepts only what `net.isIP` accepts and, for IPv4, four decimal parts without leading zeros.
+ * IPv6 comes out compressed and lower-case; `::ffff:a.b.c.d` comes out as `a.b.c.d`. Rejected:
+ * zone ids, brackets, ports, CIDR suffixes, wildcards, ranges, shorthand IPv4 (`127.1`, `0x7f.0.0.1`,
+ * `0177.0.0.1`, `2130706433`) and the deprecated IPv4-compatible IPv6 addresses (`::a.b.c.d`).
+ *
+ * @example canonicalIp('2001:DB8:0::1') // '2001:db8::1'
+ */
+export function canonicalIp(input: unknown): string | null {
+  if (typeof input !== 'string' || input.length === 0 || input.length > MAX_IP_LENGTH) return null;
+  const family = isIP(input);
+  if (family === 4) {
+    return ipaddr.IPv4.isValidFourPartDecimal(input) ? input : null;
+  }
+  if (family !== 6 || input.includes('%')) return null;
+  return canonicalIpv6(input);
+}
+
+function canonicalIpv6(input: string): string | null {
+  // ipaddr.js reads `::1.2.3.4` as `::ffff:1.2.3.4`; rewrite a dotted tail as two hex groups first
+  // so that the address parsed is exactly the one written.
+  let text = input;
+  const dotted = EMBEDDED_V4.exec(input);
+  if (dotted) {
+    const [, head, a, b, c, d] = dotted as unknown as [string, string, string, string, string, string];
+    const hi = (Number(a) << 8) | Number(b);
+    const lo = (Number(c) << 8) | Number(d);
+    text = `${head}${hi.toString(16)}:${lo.toString(16)}`;
+  }
+  let address: ipaddr.IPv6;
+  try {
+    address = ipaddr.IPv6.parse(text);
+  } catch {
+    return null;
+  }
+  const p = address.parts;
+  if (p[0] === 0 && p[1] === 0 && p[2] === 0 && p[3] === 0 && p[4] === 0) {
+    if (p[5] === 0xffff) return address.toIPv4Address().toString();
+    // ::/96 other than :: and ::1 is the deprecated IPv4-compatible range (RFC 4291 2.5.5.1).
+    if (p[5] === 0 && (p[6] !== 0 || (p[7] !== 0 && p[7] !== 1))) return null;
+  }
+  return address.toString();
+}
+
+/** Whether a canonical address is the unspecified address, which many tools read as "any". */
+function isUnspecified(canonical: string): boolean {
+  return canonical === '0.0.0.0' || canonical === '::';
+}
+
+function explainBadEntry(entry: string): string {
+  if (entry.length === 0) return 'empty entry; remove the extra comma';
+  if (/\s/.test(entry)) return 'contains a space; separate addresses with commas only, no spaces';
+  if (entry.includes('*')) return 'wildcard masks are not allowed; list each exact address';
+  if (entry.includes('/')) return 'CIDR ranges are not allowed; list each exact address';
+  if (/^[\d.]+-[\d.]+$/.test(entry) || /^[\da-f:]+-[\da-f:]+$/i.test(entry)) {
+    return 'address ranges are not allowed; list each exact address';
+  }
+  if (entry.includes('%')) return 'zone ids (%eth0) are not allowed; give the address alone';
+  if (entry.startsWith('[') || /^\d+\.\d+\.\d+\.\d+:\d+$/.test(entry)) {
+    return 'ports and brackets are not allowed; give the address alone';
+  }
+  if (/^[\d.x]+$/i.test(entry) && !entry.includes(':')) {
+    return 'not a valid IPv4 address; use four decimal numbers 0-255 without leading zeros, like 203.0.113.7';
+  }
+  if (entry.length > MAX_IP_LENGTH) return 'too long to be an IP address';
+  return 'not a valid IPv4 or IPv6 address';
+}
+
+function show(entry: string): string {
+  return entry.length > 60 ? `'${entry.slice(0, 57)}...'` : `'${entry}'`;
+}
+
+/**
+ * Parses an allow-list as the admin form sends it: exact addresses separated by commas, no spaces,
+ * no wildcard masks. An array of addresses is accepted too. Blank (`''`, `null`, `undefined`, `[]`)
+ * means any address and gives `[]`. Returns canonical, de-duplicated addresses in input order.
+ *
+ * @throws ValidationError naming the entry and the reason, e.g.
+ *   `allowedIps: entry 2 '10.0.0.*': wildcard masks are not allowed; list each exact address`
+ * @example parseAllowedIps('203.0.113.7,2001:DB8::1') // ['203.0.113.7', '2001:db8::1']
+ */
+export function parseAllowedIps(input: unknown, field = 'allowedIps'): string[] {
+  if (input === undefined || input === null || input === '') return [];
+  let entries: string[];
+  if (typeof input === 'string') {
+    if (input.trim() === '') {
+      throw new ValidationError(field, 'contains only spaces: leave it empty to allow any address');
+    }
+    entries = input.split(',');
+  } else if (Array.isArray(input)) {
+    entries = [];
+    input.forEach((entry: unknown, index) => {
+      if (typeof entry !== 'string') {
+        throw new ValidationError(field, `entry ${index + 1} must be a string, got ${typeof entry}`);
+      }
+      entries.push(entry);
+    });
+  } else {
+    throw new ValidationError(field, 'must be a comma-separated string of addresses or an array of addresses');
+  }
+  if (entries.length > MAX_ALLOWED_IPS) {
+    throw new ValidationError(field, `has ${entries.length} entries; at most ${MAX_ALLOWED_IPS} are allowed`);
+  }
+  const result: string[] = [];
+  const seen = new Set<string>();
+  entries.forEach((entry, index) => {
+    const label = `entry ${index + 1} ${show(entry)}`;
+    if (Array.isArray(input) && entry.includes(',')) {
+      throw new ValidationError(field, `${label}: contains a comma; give one address per array entry`);
+    }
+    const canonical = canonicalIp(entry);
+    if (canonical === null) throw new ValidationError(field, `${label}: ${explainBadEntry(entry)}`);
+    if (isUnspecified(canonical)) {
+      throw new ValidationError(
+        field,
+        `${label}: the unspecified address means "any" to many tools; leave the field blank to allow any address`,
+      );
+    }
+    if (!seen.has(canonical)) {
+      seen.add(canonical);
+      result.push(canonical);
+    }
+  });
+  return result;
+}
+
+/**
+ * Whether `ip` may use a key with this allow-list. An empty list allows every address; an address
+ * that does not parse strictly never matches a non-empty list.
+ *
+ * @param allowed canonical addresses, as `parseAllowedIps` returns them
+ * @example isIpAllowed(['127.0.0.1'], '::ffff:127.0.0.1') // true
+ */
+export function isIpAllowed(allowed: readonly string[], ip: string | null | undefined): boolean {
+  if (allowed.length === 0) return true;
+  const canonical = canonicalIp(ip);
+  return canonical !== null && allowed.includes(canonical);
+}

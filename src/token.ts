@@ -1,0 +1,99 @@
+// Tokens: `{prefix}_{32 random base62}{6 base62 CRC32}`; generation, checksum, digest and hint.
+
+import { createHash, createHmac, type KeyObject } from 'node:crypto';
+import { customAlphabet } from 'nanoid';
+import { ValidationError } from './errors.js';
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+/** 32 base62 characters carry 32 × log2(62) ≈ 190 bits. */
+export const RANDOM_LENGTH = 32;
+export const CHECKSUM_LENGTH = 6;
+export const BODY_LENGTH = RANDOM_LENGTH + CHECKSUM_LENGTH;
+export const PREFIX_PATTERN = /^[a-z][a-z0-9]{0,15}(_[a-z0-9]{1,16})?$/;
+
+const randomBody = customAlphabet(BASE62, RANDOM_LENGTH);
+const randomId = customAlphabet(BASE62, 20);
+
+/** 1 for every char code that is a base62 digit. */
+const IS_BASE62 = new Uint8Array(128);
+for (let i = 0; i < BASE62.length; i++) IS_BASE62[BASE62.charCodeAt(i)] = 1;
+
+const CRC_TABLE = new Int32Array(256);
+for (let n = 0; n < 256; n++) {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  CRC_TABLE[n] = c;
+}
+
+/** CRC32 (IEEE) of an ASCII string's first `length` characters. */
+function crc32(text: string, length: number): number {
+  let crc = -1;
+  for (let i = 0; i < length; i++) crc = (CRC_TABLE[(crc ^ text.charCodeAt(i)) & 0xff] as number) ^ (crc >>> 8);
+  return (crc ^ -1) >>> 0;
+}
+
+function checksumOf(text: string, length: number): string {
+  let value = crc32(text, length);
+  let out = '';
+  for (let i = 0; i < CHECKSUM_LENGTH; i++) {
+    out = BASE62[value % 62] + out;
+    value = Math.floor(value / 62);
+  }
+  return out;
+}
+
+/** Throws a ValidationError unless `prefix` is a valid token prefix. */
+export function assertPrefix(prefix: unknown): asserts prefix is string {
+  if (typeof prefix !== 'string' || !PREFIX_PATTERN.test(prefix)) {
+    throw new ValidationError(
+      'prefix',
+      `must be lower-case letters and digits, starting with a letter, at most 16 characters, with at most one '_' part (like 'kg' or 'shop_live'); got ${JSON.stringify(prefix)}`,
+    );
+  }
+}
+
+/** A new token for `prefix`: 190 random bits and a checksum. */
+export function generateToken(prefix: string): string {
+  const head = `${prefix}_${randomBody()}`;
+  return head + checksumOf(head, head.length);
+}
+
+/** A new, non-secret key id. */
+export function generateId(): string {
+  return randomId();
+}
+
+/**
+ * Whether `token` has the shape and checksum of a token with this prefix. Costs no store call:
+ * typos and garbage end here.
+ */
+export function isWellFormedToken(token: string, prefix: string): boolean {
+  const expectedLength = prefix.length + 1 + BODY_LENGTH;
+  if (token.length !== expectedLength || !token.startsWith(prefix) || token.charCodeAt(prefix.length) !== 95 /* _ */) {
+    return false;
+  }
+  for (let i = prefix.length + 1; i < expectedLength; i++) {
+    const code = token.charCodeAt(i);
+    if (code >= 128 || IS_BASE62[code] === 0) return false;
+  }
+  const split = expectedLength - CHECKSUM_LENGTH;
+  return checksumOf(token, split) === token.slice(split);
+}
+
+/** Computes the lookup digest of a token: SHA-256, or HMAC-SHA-256 when a pepper is set. */
+export type Digester = (token: string) => string;
+
+/** A digest function: base64url SHA-256, or base64url HMAC-SHA-256 keyed with the pepper. */
+export function createDigester(pepper?: string | Buffer | KeyObject): Digester {
+  if (pepper === undefined) return (token) => createHash('sha256').update(token).digest('base64url');
+  if (typeof pepper === 'string' && pepper.length === 0) {
+    throw new ValidationError('pepper', 'must not be empty; omit it to use plain SHA-256');
+  }
+  return (token) => createHmac('sha256', pepper).update(token).digest('base64url');
+}
+
+/** The display form of a token: prefix, the first 3 and the last 4 characters, e.g. `kg_Ab3…x9Qz`. */
+export function hintOf(token: string, prefix: string): string {
+  const body = token.slice(prefix.length + 1);
+  return `${prefix}_${body.slice(0, 3)}…${body.slice(-4)}`;
+}

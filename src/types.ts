@@ -1,0 +1,120 @@
+// The public data shapes: ApiKey, VerifyResult and the inputs of the manager's methods.
+
+/** A JSON value, as kept in `metadata`. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Free-form JSON data attached to a key. */
+export type KeyMetadata = { [key: string]: JsonValue };
+
+/** An API key as every read returns it. It never carries the token or its digest. */
+export interface ApiKey {
+  /** Stable, non-secret identifier. */
+  readonly id: string;
+  /** Who the key belongs to (a shop, a tenant), or `null`. */
+  readonly ownerId: string | null;
+  /** Display name, 1..100 characters, trimmed. */
+  readonly name: string;
+  /** `false` = the key exists but every request with it fails. */
+  readonly active: boolean;
+  /** Granted scopes, as stored (not expanded). */
+  readonly scopes: readonly string[];
+  /** Canonical allowed client addresses; empty = any address. */
+  readonly allowedIps: readonly string[];
+  /** A display form of the token such as `kg_Ab3…x9Qz`; not enough to use it. */
+  readonly hint: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  /** Last successful verify, written in batches; may lag by the flush interval. */
+  readonly lastUsedAt: Date | null;
+  /** After this instant the key is refused with `EXPIRED`; `null` = never. */
+  readonly expiresAt: Date | null;
+  readonly metadata: Readonly<KeyMetadata>;
+  /** Increases by one on every edit; pass it as `expectedVersion` for compare-and-set updates. */
+  readonly version: number;
+}
+
+/** Why `verify` refused a token. */
+export type VerifyFailureCode =
+  | 'MISSING'
+  | 'MALFORMED'
+  | 'NOT_FOUND'
+  | 'INACTIVE'
+  | 'EXPIRED'
+  | 'IP_NOT_ALLOWED'
+  | 'INSUFFICIENT_SCOPE';
+
+/** The outcome of `verify`. A store failure is never a result: it throws `StoreUnavailableError`. */
+export type VerifyResult =
+  | { readonly valid: true; readonly key: ApiKey }
+  | { readonly valid: false; readonly code: VerifyFailureCode; readonly message: string };
+
+/** Allowed addresses as the admin form sends them (`'203.0.113.7,2001:db8::1'`), or as an array. */
+export type AllowedIpsInput = string | readonly string[] | null;
+
+export interface CreateKeyInput {
+  /** Required; trimmed; 1..100 characters. */
+  name: string;
+  /** @default true */
+  active?: boolean;
+  /** At least one scope of the catalog, e.g. `['orders:edit']` or `['all']`. */
+  scopes: readonly string[];
+  /** Comma-separated exact addresses with no spaces, or an array. Blank / omitted = any address. */
+  allowedIps?: AllowedIpsInput;
+  /** Who the key belongs to. @default null */
+  ownerId?: string | null;
+  /** When the key stops working. @default null (never) */
+  expiresAt?: Date | string | number | null;
+  /** JSON data kept with the key. @default {} */
+  metadata?: KeyMetadata;
+}
+
+export interface UpdateKeyInput {
+  name?: string;
+  active?: boolean;
+  scopes?: readonly string[];
+  allowedIps?: AllowedIpsInput;
+  expiresAt?: Date | string | number | null;
+  metadata?: KeyMetadata;
+}
+
+export interface UpdateOptions {
+  /** Apply the edit only if the key is still at this version; otherwise `VersionConflictError`. */
+  expectedVersion?: number;
+}
+
+export interface ListOptions {
+  /** Only keys of this owner. */
+  ownerId?: string;
+  /** Only active (`true`) or inactive (`false`) keys. */
+  active?: boolean;
+  /** Page size, 1..1000. @default 100 */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string | null;
+}
+
+export interface ListResult {
+  /** Keys ordered by creation time, then id. */
+  keys: ApiKey[];
+  /** Pass as `cursor` for the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+export interface RotateOptions {
+  /** How long the old token keeps working, in ms. Never past the key's `expiresAt`. @default 0 */
+  gracePeriodMs?: number;
+}
+
+export interface VerifyOptions {
+  /** Scope(s) the request needs; with several, all are required. */
+  scope?: string | readonly string[];
+  /** The client address, checked against the key's allow-list. An unparsable address never matches. */
+  ip?: string | null;
+}
+
+/** What `create` and `rotate` return: the key and its token, shown this once. */
+export interface KeyWithToken {
+  key: ApiKey;
+  /** The full secret token. It is not stored and cannot be read again. */
+  token: string;
+}
