@@ -1,0 +1,276 @@
+// The key manager: lifecycle rules, verify's order of checks, store failures, events and last-used batching.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { MemoryStore } from '../../adapters/memory/index.js';
+import {
+  createKeyManager,
+  KeygateError,
+  ManagerClosedError,
+  StoreUnavailableError,
+  ValidationError,
+  type KeyEvent,
+  type KeyManagerOptions,
+} from '../../src/index.js';
+import { brokenStore, countingStore } from '../support/counting-store.js';
+
+function setup(extra: Partial<KeyManagerOptions> = {}) {
+  let t = Date.UTC(2030, 5, 1);
+  const store = countingStore(new MemoryStore());
+  const keys = createKeyManager({ store, now: () => t, ...extra });
+  return { keys, store, advance: (ms: number) => void (t += ms), now: () => t };
+}
+
+describe('create', () => {
+  it('gives a new key its defaults: active, any address, no owner, no expiry, version 1', async () => {
+    const { keys } = setup();
+    const { key } = await keys.create({ name: 'Defaults', scopes: ['orders:list'] });
+    expect(key).toMatchObject({ active: true, allowedIps: [], ownerId: null, expiresAt: null, metadata: {}, version: 1, lastUsedAt: null });
+    expect(key.id).toMatch(/^[0-9A-Za-z]{20}$/);
+  });
+
+  it.each([
+    [{ name: '', scopes: ['all'] }, 'name', 'is required'],
+    [{ name: '   ', scopes: ['all'] }, 'name', 'is required'],
+    [{ name: 'x'.repeat(101), scopes: ['all'] }, 'name', 'at most 100 characters'],
+    [{ name: 'line\nbreak', scopes: ['all'] }, 'name', 'control characters'],
+    [{ name: 'no scopes', scopes: [] }, 'scopes', 'choose at least one scope'],
+    [{ name: 'bad scope', scopes: ['orders:delete'] }, 'scopes', "unknown scope 'orders:delete'"],
+    [{ name: 'bad ip', scopes: ['all'], allowedIps: '10.0.0.1,10.0.0.*' }, 'allowedIps', "entry 2 '10.0.0.*': wildcard masks"],
+    [{ name: 'bad active', scopes: ['all'], active: 'yes' }, 'active', 'must be true or false'],
+    [{ name: 'past', scopes: ['all'], expiresAt: Date.UTC(2020, 0, 1) }, 'expiresAt', 'must be in the future'],
+    [{ name: 'nan', scopes: ['all'], expiresAt: 'soon' }, 'expiresAt', 'not a valid date'],
+    [{ name: 'meta', scopes: ['all'], metadata: [] }, 'metadata', 'plain object'],
+    [{ name: 'meta', scopes: ['all'], metadata: { big: 'x'.repeat(20_000) } }, 'metadata', 'at most 16384 bytes'],
+    [{ name: 'owner', scopes: ['all'], ownerId: '' }, 'ownerId', 'must be null or a string'],
+  ])('refuses %j with a ValidationError naming %s, and writes nothing', async (input, field, reason) => {
+    const { keys, store } = setup();
+    const error = await keys.create(input as never).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toMatchObject({ field, code: 'VALIDATION_FAILED', status: 400 });
+    expect((error as Error).message).toContain(reason);
+    expect(store.calls.total).toBe(0);
+  });
+});
+
+describe('update', () => {
+  it('changes only the fields given and bumps version', async () => {
+    const { keys, advance } = setup();
+    const { key } = await keys.create({ name: 'Orig', scopes: ['orders:list'], allowedIps: '127.0.0.1', metadata: { a: 1 } });
+    advance(1000);
+    const updated = await keys.update(key.id, { name: 'New name', allowedIps: '' });
+    expect(updated).toMatchObject({ name: 'New name', scopes: ['orders:list'], allowedIps: [], metadata: { a: 1 }, version: 2 });
+    expect(updated.updatedAt.getTime()).toBe(key.createdAt.getTime() + 1000);
+    expect(updated.createdAt).toEqual(key.createdAt);
+  });
+
+  it('never loses data on a bad input: the whole edit is refused', async () => {
+    const { keys } = setup();
+    const { key } = await keys.create({ name: 'Keep', scopes: ['orders:list'], allowedIps: '127.0.0.1' });
+    await expect(keys.update(key.id, { name: 'Changed', allowedIps: '127.0.0.1, 10.0.0.1' })).rejects.toMatchObject({
+      field: 'allowedIps',
+    });
+    expect(await keys.get(key.id)).toEqual(key);
+    await expect(keys.update(key.id, { scopes: [] })).rejects.toMatchObject({ field: 'scopes' });
+    await expect(keys.update(key.id, {}, { expectedVersion: 0 })).rejects.toMatchObject({ field: 'expectedVersion' });
+    expect(await keys.get(key.id)).toEqual(key);
+  });
+
+  it('shortens a rotation grace period when expiresAt moves before its end', async () => {
+    const { keys, advance } = setup();
+    const { key, token } = await keys.create({ name: 'g', scopes: ['all'] });
+    await keys.rotate(key.id, { gracePeriodMs: 3_600_000 });
+    await keys.update(key.id, { expiresAt: Date.UTC(2030, 5, 1) + 10_000 });
+    advance(10_000);
+    expect(await keys.verify(token)).toMatchObject({ valid: false });
+  });
+
+  it('refuses a bad gracePeriodMs', async () => {
+    const { keys } = setup();
+    const { key } = await keys.create({ name: 'g', scopes: ['all'] });
+    await expect(keys.rotate(key.id, { gracePeriodMs: -1 })).rejects.toMatchObject({ field: 'gracePeriodMs' });
+  });
+});
+
+describe('verify', () => {
+  it('checks in order: format, lookup, active, expiry, IP, scope', async () => {
+    const { keys, advance } = setup();
+    const { key, token } = await keys.create({
+      name: 'order',
+      scopes: ['orders:list'],
+      allowedIps: '203.0.113.7',
+      expiresAt: Date.UTC(2030, 5, 2),
+    });
+    await keys.deactivate(key.id);
+    // Inactive wins over wrong IP and wrong scope.
+    expect(await keys.verify(token, { ip: '198.51.100.1', scope: 'products:edit' })).toMatchObject({ code: 'INACTIVE' });
+    await keys.activate(key.id);
+    expect(await keys.verify(token, { ip: '198.51.100.1', scope: 'products:edit' })).toMatchObject({ code: 'IP_NOT_ALLOWED' });
+    expect(await keys.verify(token, { ip: '203.0.113.7', scope: 'products:edit' })).toMatchObject({ code: 'INSUFFICIENT_SCOPE' });
+    expect(await keys.verify(token, { ip: '203.0.113.7', scope: 'orders:list' })).toMatchObject({ valid: true });
+    advance(86_400_000);
+    expect(await keys.verify(token, { ip: '198.51.100.1', scope: 'products:edit' })).toMatchObject({ code: 'EXPIRED' });
+  });
+
+  it('refuses a key with an allow-list when no client address is given', async () => {
+    const { keys } = setup();
+    const { token } = await keys.create({ name: 'ip', scopes: ['all'], allowedIps: '127.0.0.1' });
+    expect(await keys.verify(token)).toMatchObject({ code: 'IP_NOT_ALLOWED' });
+    expect(await keys.verify(token, { ip: '0177.0.0.1' })).toMatchObject({ code: 'IP_NOT_ALLOWED' });
+    expect(await keys.verify(token, { ip: '::ffff:127.0.0.1' })).toMatchObject({ valid: true });
+  });
+
+  it('requires every scope when several are asked for', async () => {
+    const { keys } = setup();
+    const { token } = await keys.create({ name: 's', scopes: ['orders:edit'] });
+    expect((await keys.verify(token, { scope: ['orders:list', 'orders:edit'] })).valid).toBe(true);
+    expect(await keys.verify(token, { scope: ['orders:list', 'products:list'] })).toMatchObject({ code: 'INSUFFICIENT_SCOPE' });
+  });
+
+  it('throws on a required scope the catalog does not know: a programming error, not a client error', async () => {
+    const { keys } = setup();
+    const { token } = await keys.create({ name: 's', scopes: ['all'] });
+    await expect(keys.verify(token, { scope: 'orders:remove' })).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it('answers MISSING or MALFORMED for any input, never throwing and never asking the store', async () => {
+    const { keys, store } = setup();
+    expect(await keys.verify(undefined)).toMatchObject({ valid: false, code: 'MISSING' });
+    expect(await keys.verify(null)).toMatchObject({ valid: false, code: 'MISSING' });
+    expect(await keys.verify('')).toMatchObject({ valid: false, code: 'MISSING' });
+    for (const odd of [42, {}, [], Symbol('x'), 'kg_', ' kg_x', 'x'.repeat(10 * 1024 * 1024), '\u0000'.repeat(41), '🔑'.repeat(20), 'kg_' + 'é'.repeat(38)]) {
+      expect(await keys.verify(odd)).toMatchObject({ valid: false, code: 'MALFORMED' });
+    }
+    await fc.assert(
+      fc.asyncProperty(fc.anything(), async (value) => {
+        const result = await keys.verify(value);
+        expect(result.valid).toBe(false);
+      }),
+      { numRuns: 500 },
+    );
+    expect(store.calls.total).toBe(0);
+  });
+
+  it('allocates no new object for a rejection', async () => {
+    const { keys } = setup();
+    expect(await keys.verify('nope')).toBe(await keys.verify('also nope'));
+  });
+});
+
+describe('a store that fails or hangs', () => {
+  it.each(['throw', 'reject'] as const)('makes verify throw StoreUnavailableError when the store calls %s', async (behave) => {
+    const good = await createKeyManager({ store: new MemoryStore() }).create({ name: 't', scopes: ['all'] });
+    const keys = createKeyManager({ store: brokenStore(behave) });
+    const error = await keys.verify(good.token).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect(error).toBeInstanceOf(KeygateError);
+    expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', status: 503, operation: 'findByDigest' });
+    expect(String((error as Error).message)).not.toContain(good.token);
+  });
+
+  it('bounds a hanging store by storeTimeoutMs, and keeps answering', async () => {
+    const good = await createKeyManager({ store: new MemoryStore() }).create({ name: 't', scopes: ['all'] });
+    const keys = createKeyManager({ store: brokenStore('hang'), storeTimeoutMs: 150 });
+    const started = Date.now();
+    const results = await Promise.allSettled([keys.verify(good.token), keys.verify(good.token), keys.get('x')]);
+    const elapsed = Date.now() - started;
+    expect(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError)).toBe(true);
+    expect(elapsed).toBeGreaterThanOrEqual(140);
+    expect(elapsed).toBeLessThan(150 + 1000);
+    // Garbage is still refused at once, without the store.
+    expect(await keys.verify('garbage')).toMatchObject({ code: 'MALFORMED' });
+    await expect(keys.create({ name: 'x', scopes: ['all'] })).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+});
+
+describe('events', () => {
+  it('report every change and verify outcome, never a token or digest', async () => {
+    const events: KeyEvent[] = [];
+    const { keys } = setup({ onEvent: (e) => events.push(e) });
+    const { key, token } = await keys.create({ name: 'ev', scopes: ['orders:list'], allowedIps: '127.0.0.1' });
+    await keys.verify(token, { ip: '127.0.0.1' });
+    await keys.verify(token, { ip: '127.0.0.2' });
+    await keys.verify('garbage', { ip: '127.0.0.1' });
+    await keys.update(key.id, { name: 'ev2' });
+    await keys.deactivate(key.id);
+    await keys.activate(key.id);
+    const { token: rotated } = await keys.rotate(key.id);
+    await keys.delete(key.id);
+    expect(events.map((e) => (e.type === 'rejected' ? `rejected:${e.code}` : e.type))).toEqual([
+      'created',
+      'verified',
+      'rejected:IP_NOT_ALLOWED',
+      'rejected:MALFORMED',
+      'updated',
+      'deactivated',
+      'activated',
+      'rotated',
+      'deleted',
+    ]);
+    const text = JSON.stringify(events);
+    expect(text).not.toContain(token.slice(3));
+    expect(text).not.toContain(rotated.slice(3));
+  });
+
+  it('survive a throwing listener', async () => {
+    const errors: unknown[] = [];
+    const { keys } = setup({
+      onEvent: () => {
+        throw new Error('listener bug');
+      },
+      onError: (e) => errors.push(e),
+    });
+    const { token } = await keys.create({ name: 'x', scopes: ['all'] });
+    expect((await keys.verify(token)).valid).toBe(true);
+    expect(errors).toHaveLength(2);
+  });
+});
+
+describe('lastUsedAt', () => {
+  it('is written in batches: 500 verifies of one key make one store write per flush', async () => {
+    const { keys, store } = setup({ lastUsedFlushMs: 50 });
+    const { key, token } = await keys.create({ name: 'busy', scopes: ['all'] });
+    for (let i = 0; i < 500; i++) await keys.verify(token);
+    expect(store.calls.touch).toBe(0);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(store.calls.touch).toBe(1);
+    expect((await keys.get(key.id))?.lastUsedAt).not.toBeNull();
+    await keys.close();
+  });
+
+  it('never fails a request when the write fails', async () => {
+    const errors: unknown[] = [];
+    const inner = new MemoryStore();
+    const store = Object.assign(Object.create(inner) as MemoryStore, {
+      touch: () => Promise.reject(new Error('disk full')),
+    });
+    const keys = createKeyManager({ store, onError: (e) => errors.push(e) });
+    const { token } = await keys.create({ name: 'x', scopes: ['all'] });
+    expect((await keys.verify(token)).valid).toBe(true);
+    await keys.flush();
+    expect((await keys.verify(token)).valid).toBe(true);
+    await keys.flush();
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toBeInstanceOf(StoreUnavailableError);
+  });
+});
+
+describe('close', () => {
+  it('flushes pending writes and refuses further use', async () => {
+    const { keys } = setup({ lastUsedFlushMs: 60_000 });
+    const { key, token } = await keys.create({ name: 'x', scopes: ['all'] });
+    await keys.verify(token);
+    await keys.close();
+    await keys.close();
+    await expect(keys.get(key.id)).rejects.toBeInstanceOf(ManagerClosedError);
+    await expect(keys.verify(token)).rejects.toBeInstanceOf(ManagerClosedError);
+  });
+});
+
+describe('list', () => {
+  it('refuses a forged cursor and a bad limit', async () => {
+    const { keys } = setup();
+    await expect(keys.list({ cursor: 'not-a-cursor' })).rejects.toMatchObject({ field: 'cursor' });
+    await expect(keys.list({ limit: 0 })).rejects.toMatchObject({ field: 'limit' });
+    await expect(keys.list({ limit: 1001 })).rejects.toMatchObject({ field: 'limit' });
+  });
+});
