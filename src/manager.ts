@@ -111,6 +111,8 @@ const OWNER_MAX = 200;
 const METADATA_MAX_BYTES = 16 * 1024;
 const LIST_MAX = 1000;
 const TOUCH_BATCH_MAX = 1000;
+/** Pending last-used times kept before a flush is forced, whatever the interval. */
+const TOUCH_PENDING_MAX = 50_000;
 const UPDATE_RETRIES = 8;
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 const EMPTY: readonly string[] = Object.freeze([]);
@@ -315,7 +317,7 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
 
   const touch = (id: string, at: number): void => {
     pendingTouches.set(id, at);
-    if (pendingTouches.size >= TOUCH_BATCH_MAX) void flush();
+    if (pendingTouches.size >= TOUCH_PENDING_MAX) void flush();
     else if (touchTimer === null) {
       touchTimer = setTimeout(() => void flush(), flushMs);
       touchTimer.unref();
@@ -332,16 +334,48 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
     if (bus) await deadlines.run('invalidation.publish', () => bus.publish(keyId)).catch(report);
   };
 
-  const lookup = async (tokenDigest: string): Promise<KeyRecord | null> => {
+  /** A store that holds keys in this process answers lookups at once: no timer, no promise. */
+  const findNow = typeof store.findByDigestNow === 'function' ? store.findByDigestNow.bind(store) : null;
+
+  /** A lookup that must wait for the store (not in this process, not cached). */
+  const lookupRemote = async (tokenDigest: string): Promise<KeyRecord | null> => {
     if (cacheLive && cache) {
-      const hit = cache.get(tokenDigest);
-      if (hit !== undefined) return hit;
       const epoch = cache.begin();
       const record = await deadlines.run('findByDigest', () => store.findByDigest(tokenDigest));
       cache.set(tokenDigest, record, epoch);
       return record;
     }
     return deadlines.run('findByDigest', () => store.findByDigest(tokenDigest));
+  };
+
+  /** Steps 3-6 of verify, once the record (or its absence) is known. */
+  const decide = (record: KeyRecord | null, tokenDigest: string, verifyOptions: VerifyOptions | undefined): VerifyResult => {
+    const ip = verifyOptions?.ip ?? null;
+    if (record === null) return reject('NOT_FOUND', null, ip);
+    const at = now();
+    if (record.digest !== tokenDigest) {
+      // The token of before the last rotation: valid only during its grace period.
+      const graceEnd = record.previousDigestExpiresAt;
+      if (record.previousDigest !== tokenDigest || graceEnd === null || at >= graceEnd.getTime()) {
+        return reject('NOT_FOUND', null, ip);
+      }
+    }
+    if (!record.active) return reject('INACTIVE', record.id, ip);
+    if (record.expiresAt !== null && at >= record.expiresAt.getTime()) return reject('EXPIRED', record.id, ip);
+    if (record.allowedIps.length > 0 && !isIpAllowed(record.allowedIps, ip)) return reject('IP_NOT_ALLOWED', record.id, ip);
+    const scope = verifyOptions?.scope;
+    if (scope !== undefined && !catalog.satisfies(record.scopes, scope)) {
+      // An unknown required scope is a programming error, not a client's fault.
+      for (const s of typeof scope === 'string' ? [scope] : scope) {
+        if (!catalog.has(s)) {
+          throw new ValidationError('scope', `unknown scope '${String(s)}'; known scopes: ${catalog.list().map((i) => i.name).join(', ')}`);
+        }
+      }
+      return reject('INSUFFICIENT_SCOPE', record.id, ip);
+    }
+    touch(record.id, at);
+    if (onEvent) emit({ type: 'verified', keyId: record.id, at: new Date(at), ip });
+    return { valid: true, key: toApiKey(record) };
   };
 
   const reject = (code: VerifyFailureCode, keyId: string | null, ip: string | null): VerifyResult => {
@@ -532,35 +566,19 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
     },
 
     async verify(token, verifyOptions) {
-      const ip = verifyOptions?.ip ?? null;
-      if (token === undefined || token === null || token === '') return reject('MISSING', null, ip);
-      if (typeof token !== 'string' || !isWellFormedToken(token, prefix)) return reject('MALFORMED', null, ip);
+      if (token === undefined || token === null || token === '') return reject('MISSING', null, verifyOptions?.ip ?? null);
+      if (typeof token !== 'string' || !isWellFormedToken(token, prefix)) {
+        return reject('MALFORMED', null, verifyOptions?.ip ?? null);
+      }
       if (closed) throw new ManagerClosedError();
       const tokenDigest = digest(token);
-      const record = await lookup(tokenDigest);
-      if (record === null) return reject('NOT_FOUND', null, ip);
-      const at = now();
-      if (record.digest !== tokenDigest) {
-        // The token of before the last rotation: valid only during its grace period.
-        const graceEnd = record.previousDigestExpiresAt;
-        if (record.previousDigest !== tokenDigest || graceEnd === null || at >= graceEnd.getTime()) {
-          return reject('NOT_FOUND', null, ip);
-        }
+      // Answers known now (an in-process store, a cache hit) need no await at all.
+      if (findNow) return decide(findNow(tokenDigest), tokenDigest, verifyOptions);
+      if (cacheLive && cache) {
+        const hit = cache.get(tokenDigest);
+        if (hit !== undefined) return decide(hit, tokenDigest, verifyOptions);
       }
-      if (!record.active) return reject('INACTIVE', record.id, ip);
-      if (record.expiresAt !== null && at >= record.expiresAt.getTime()) return reject('EXPIRED', record.id, ip);
-      if (record.allowedIps.length > 0 && !isIpAllowed(record.allowedIps, ip)) return reject('IP_NOT_ALLOWED', record.id, ip);
-      const scope = verifyOptions?.scope;
-      if (scope !== undefined && !catalog.satisfies(record.scopes, scope)) {
-        // An unknown required scope is a programming error, not a client's fault.
-        for (const s of typeof scope === 'string' ? [scope] : scope) {
-          if (!catalog.has(s)) throw new ValidationError('scope', `unknown scope '${String(s)}'; known scopes: ${catalog.list().map((i) => i.name).join(', ')}`);
-        }
-        return reject('INSUFFICIENT_SCOPE', record.id, ip);
-      }
-      touch(record.id, at);
-      if (onEvent) emit({ type: 'verified', keyId: record.id, at: new Date(at), ip });
-      return { valid: true, key: toApiKey(record) };
+      return decide(await lookupRemote(tokenDigest), tokenDigest, verifyOptions);
     },
 
     flush,

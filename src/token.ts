@@ -14,9 +14,9 @@ export const PREFIX_PATTERN = /^[a-z][a-z0-9]{0,15}(_[a-z0-9]{1,16})?$/;
 const randomBody = customAlphabet(BASE62, RANDOM_LENGTH);
 const randomId = customAlphabet(BASE62, 20);
 
-/** 1 for every char code that is a base62 digit. */
-const IS_BASE62 = new Uint8Array(128);
-for (let i = 0; i < BASE62.length; i++) IS_BASE62[BASE62.charCodeAt(i)] = 1;
+/** The value + 1 of every char code that is a base62 digit; 0 for every other. */
+const BASE62_VALUE = new Uint8Array(128);
+for (let i = 0; i < BASE62.length; i++) BASE62_VALUE[BASE62.charCodeAt(i)] = i + 1;
 
 const CRC_TABLE = new Int32Array(256);
 for (let n = 0; n < 256; n++) {
@@ -72,12 +72,20 @@ export function isWellFormedToken(token: string, prefix: string): boolean {
   if (token.length !== expectedLength || !token.startsWith(prefix) || token.charCodeAt(prefix.length) !== 95 /* _ */) {
     return false;
   }
-  for (let i = prefix.length + 1; i < expectedLength; i++) {
-    const code = token.charCodeAt(i);
-    if (code >= 128 || IS_BASE62[code] === 0) return false;
-  }
   const split = expectedLength - CHECKSUM_LENGTH;
-  return checksumOf(token, split) === token.slice(split);
+  for (let i = prefix.length + 1; i < split; i++) {
+    const code = token.charCodeAt(i);
+    if (code >= 128 || BASE62_VALUE[code] === 0) return false;
+  }
+  // Read the checksum digits as a number: no string is built on this path.
+  let checksum = 0;
+  for (let i = split; i < expectedLength; i++) {
+    const code = token.charCodeAt(i);
+    const digit = code < 128 ? (BASE62_VALUE[code] as number) : 0;
+    if (digit === 0) return false;
+    checksum = checksum * 62 + digit - 1;
+  }
+  return checksum === crc32(token, split);
 }
 
 /** Computes the lookup digest of a token: SHA-256, or HMAC-SHA-256 when a pepper is set. */

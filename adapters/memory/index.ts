@@ -12,6 +12,11 @@ function deepFreeze<T>(value: T): T {
 }
 
 const EMPTY_METADATA = Object.freeze({});
+const EMPTY_LIST: readonly string[] = Object.freeze([]);
+
+function frozenCopy(list: readonly string[]): readonly string[] {
+  return Object.isFrozen(list) ? list : Object.freeze([...list]);
+}
 
 /** Compares two records by (createdAt, id), the order of `list`. */
 function compare(aTime: number, aId: string, bTime: number, bId: string): number {
@@ -55,6 +60,10 @@ export class MemoryStore implements KeyStore {
   }
 
   async findByDigest(digest: string): Promise<KeyRecord | null> {
+    return this.byDigest.get(digest) ?? null;
+  }
+
+  findByDigestNow(digest: string): KeyRecord | null {
     return this.byDigest.get(digest) ?? null;
   }
 
@@ -111,21 +120,35 @@ export class MemoryStore implements KeyStore {
     for (const { id, lastUsedAt } of entries) {
       const current = this.byId.get(id);
       if (!current || (current.lastUsedAt !== null && current.lastUsedAt >= lastUsedAt)) continue;
-      const kept = Object.freeze({ ...current, lastUsedAt: new Date(lastUsedAt.getTime()) });
+      const kept = this.freeze({ ...current, lastUsedAt: new Date(lastUsedAt.getTime()) });
       this.byId.set(id, kept);
       this.index(kept);
       this.ordered[this.find(current)] = kept;
     }
   }
 
-  /** A frozen copy that callers cannot change under the store. */
-  private freeze(record: KeyRecord): KeyRecord {
-    const metadata = Object.keys(record.metadata).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(record.metadata));
+  /**
+   * A frozen copy that callers cannot change under the store. Built as one literal so that every
+   * kept record shares one hidden class: verify reads these on every call.
+   */
+  private freeze(r: KeyRecord): KeyRecord {
     return Object.freeze({
-      ...record,
-      scopes: Object.isFrozen(record.scopes) ? record.scopes : Object.freeze([...record.scopes]),
-      allowedIps: Object.isFrozen(record.allowedIps) ? record.allowedIps : Object.freeze([...record.allowedIps]),
-      metadata,
+      id: r.id,
+      ownerId: r.ownerId,
+      name: r.name,
+      active: r.active,
+      scopes: frozenCopy(r.scopes),
+      allowedIps: r.allowedIps.length === 0 ? EMPTY_LIST : frozenCopy(r.allowedIps),
+      hint: r.hint,
+      createdAt: r.createdAt,
+      updatedAt: r.updatedAt,
+      lastUsedAt: r.lastUsedAt,
+      expiresAt: r.expiresAt,
+      metadata: Object.keys(r.metadata).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(r.metadata)),
+      version: r.version,
+      digest: r.digest,
+      previousDigest: r.previousDigest,
+      previousDigestExpiresAt: r.previousDigestExpiresAt,
     });
   }
 
