@@ -39,6 +39,12 @@ export interface InvalidationBus {
 }
 
 const MISS = Symbol('miss');
+
+function deepFreeze(value: unknown): void {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const child of Object.values(value)) deepFreeze(child);
+}
 type Entry = KeyRecord | typeof MISS;
 
 /** A verify cache: digest -> record (or a remembered miss), invalidated by key id. */
@@ -89,6 +95,10 @@ export class VerifyCache {
       this.lru.set(digest, MISS);
       return;
     }
+    // One cached record serves many verifies: make what they hand out unchangeable.
+    Object.freeze(record.scopes);
+    Object.freeze(record.allowedIps);
+    deepFreeze(record.metadata);
     this.lru.set(digest, record);
     const digests = this.digestsById.get(record.id);
     if (!digests) this.digestsById.set(record.id, [digest]);
