@@ -10,6 +10,7 @@ import {
   type KeyManagerOptions,
   type KeyRecord,
   type KeyStore,
+  type ApiKey,
 } from '../../src/index.js';
 
 /** What a store's test file hands the suite. */
@@ -200,7 +201,7 @@ export function describeStoreContract(
       expect(lost.every((r) => (r as PromiseRejectedResult).reason instanceof VersionConflictError)).toBe(true);
       const final = await keys.get(key.id);
       expect(final?.version).toBe(2);
-      expect(final?.scopes).toEqual((won[0] as PromiseFulfilledResult<{ scopes: string[] }>).value.scopes);
+      expect(final?.scopes).toEqual((won[0] as PromiseFulfilledResult<ApiKey>).value.scopes);
     });
 
     it('applies concurrent edits without expectedVersion one after another, losing none', async () => {
