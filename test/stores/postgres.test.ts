@@ -1,0 +1,211 @@
+// PostgreSQL (pg) on the shared store contract, the SQL store checks, and LISTEN/NOTIFY invalidation.
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  postgresInvalidation,
+  postgresSchema,
+  postgresStore,
+  type PostgresQueryable,
+} from '../../adapters/postgres/index.js';
+import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
+import { describeStoreContract } from '../contract/store-contract.js';
+import { serviceUrl } from '../support/services.js';
+import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
+
+const url = serviceUrl('postgres');
+
+/** Resolves once `check` returns true, polling every 10 ms; rejects after `timeoutMs`. */
+async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe.skipIf(!url)('PostgreSQL', () => {
+  describeStoreContract('PostgreSQL', async () => {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const table = randomTable();
+    const store = postgresStore(pool, { table });
+    await store.migrate();
+    return {
+      store,
+      dump: async () => rowsAsText((await pool.query(`SELECT * FROM "${table}"`)).rows),
+      cleanup: async () => {
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+        await pool.end();
+      },
+    };
+  });
+
+  describeSqlStore('PostgreSQL', async () => {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    return {
+      open(table) {
+        let count = 0;
+        const counting: PostgresQueryable = { query: (text, values) => (count++, pool.query(text, values)) };
+        return { store: postgresStore(counting, { table }), statements: () => count };
+      },
+      runScript: async (script) => void (await pool.query(script)),
+      schema: (table) => postgresSchema({ table }),
+      drop: async (table) => void (await pool.query(`DROP TABLE IF EXISTS "${table}"`)),
+      close: () => pool.end(),
+    };
+  });
+
+  describe('postgresStore', () => {
+    let pool: pg.Pool;
+    beforeAll(() => {
+      pool = new pg.Pool({ connectionString: url, max: 4 });
+    });
+    afterAll(() => pool.end());
+
+    it('works in a schema-qualified table, and with a single Client', async () => {
+      const schema = randomTable('kg_schema');
+      await pool.query(`CREATE SCHEMA "${schema}"`);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        const store = postgresStore(client, { table: `${schema}.api_keys` });
+        await store.migrate();
+        const keys = createKeyManager({ store });
+        const { token } = await keys.create({ name: 'qualified', scopes: ['all'] });
+        expect((await keys.verify(token)).valid).toBe(true);
+        const indexes = await pool.query('SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname', [schema]);
+        expect(indexes.rows.map((r: { indexname: string }) => r.indexname)).toEqual([
+          'api_keys__created',
+          'api_keys__digest',
+          'api_keys__owner_created',
+          'api_keys__prev_digest',
+          'api_keys_pkey',
+        ]);
+        await keys.close();
+      } finally {
+        await client.end();
+        await pool.query(`DROP SCHEMA "${schema}" CASCADE`);
+      }
+    });
+
+    it('gives every index its own name when the table name is long', async () => {
+      const table = `kg_long_${'x'.repeat(49)}_${Math.random().toString(36).slice(2, 7)}`;
+      const store = postgresStore(pool, { table });
+      try {
+        await store.migrate();
+        const indexes = await pool.query('SELECT indexname FROM pg_indexes WHERE tablename = $1', [table]);
+        expect(new Set(indexes.rows.map((r: { indexname: string }) => r.indexname)).size).toBe(5);
+      } finally {
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+      }
+    });
+
+    it('says what to pass when given a connection string', () => {
+      const attempt = () => postgresStore(url as unknown as PostgresQueryable);
+      expect(attempt).toThrow(ValidationError);
+      expect(attempt).toThrow(/pg Pool or Client.*npm install pg.*new Pool\(\{ connectionString \}\)/);
+    });
+  });
+
+  describe('postgresInvalidation', () => {
+    let pool: pg.Pool;
+    beforeAll(() => {
+      pool = new pg.Pool({ connectionString: url, max: 10 });
+    });
+    afterAll(() => pool.end());
+
+    const recorder = () => {
+      const seen: string[] = [];
+      let resets = 0;
+      const subscriber: InvalidationSubscriber = { invalidate: (id) => void seen.push(id), reset: () => void resets++ };
+      return { subscriber, seen, resets: () => resets };
+    };
+
+    it('delivers a published key id to every subscriber, its own included', async () => {
+      const channel = randomTable('kg_chan');
+      const a = postgresInvalidation(pool, { channel });
+      const b = postgresInvalidation(pool, { channel });
+      const other = postgresInvalidation(pool, { channel: `${channel}_other` });
+      const ra = recorder();
+      const rb = recorder();
+      const ro = recorder();
+      const stops = [await a.subscribe(ra.subscriber), await b.subscribe(rb.subscriber), await other.subscribe(ro.subscriber)];
+      await a.publish('key-1');
+      await b.publish("'); DROP TABLE keys;--");
+      await eventually(() => ra.seen.length === 2 && rb.seen.length === 2);
+      expect(ra.seen).toEqual(['key-1', "'); DROP TABLE keys;--"]);
+      expect(rb.seen).toEqual(ra.seen);
+      expect(ro.seen).toEqual([]);
+      for (const stop of stops) await stop();
+    });
+
+    it('stopping closes the LISTEN connection and ends delivery', async () => {
+      const channel = randomTable('kg_chan');
+      const bus = postgresInvalidation(pool, { channel });
+      const r = recorder();
+      const listening = async () =>
+        Number((await pool.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query = $1", [`LISTEN "${channel}"`])).rows[0].n);
+      const stop = await bus.subscribe(r.subscriber);
+      expect(await listening()).toBe(1);
+      await stop();
+      await eventually(async () => (await listening()) === 0);
+      await bus.publish('after-stop');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(r.seen).toEqual([]);
+    });
+
+    it('reconnects after the LISTEN connection is killed, then resets the cache once', async () => {
+      const channel = randomTable('kg_chan');
+      const pids: number[] = [];
+      const errors: unknown[] = [];
+      const bus = postgresInvalidation(pool, {
+        channel,
+        reconnectDelayMs: 20,
+        onError: (e) => void errors.push(e),
+        connect: async () => {
+          const client = await pool.connect();
+          pids.push((await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+          return client;
+        },
+      });
+      const r = recorder();
+      const stop = await bus.subscribe(r.subscriber);
+      expect(r.resets()).toBe(0);
+      await pool.query('SELECT pg_terminate_backend($1)', [pids[0]]);
+      await eventually(() => r.resets() === 1);
+      expect(pids).toHaveLength(2);
+      expect(errors.length).toBeGreaterThan(0);
+      await bus.publish('after-reconnect');
+      await eventually(() => r.seen.includes('after-reconnect'));
+      expect(r.resets()).toBe(1);
+      await stop();
+    });
+
+    it('drops a changed key from another manager\'s cache at once', async () => {
+      const table = randomTable();
+      const channel = randomTable('kg_chan');
+      const store = postgresStore(pool, { table });
+      await store.migrate();
+      const options = { store, cache: { ttlMs: 600_000 }, invalidation: postgresInvalidation(pool, { channel }) };
+      const a = createKeyManager(options);
+      const b = createKeyManager({ ...options, invalidation: postgresInvalidation(pool, { channel }) });
+      try {
+        const { key, token } = await a.create({ name: 'cached', scopes: ['all'] });
+        // b caches the key once its subscription is up.
+        await eventually(async () => (await b.verify(token)).valid);
+        await b.verify(token);
+        await a.deactivate(key.id);
+        await eventually(async () => !(await b.verify(token)).valid, 2000);
+        expect(await b.verify(token)).toMatchObject({ valid: false, code: 'INACTIVE' });
+      } finally {
+        await a.close();
+        await b.close();
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+      }
+    });
+
+    it('refuses a bad channel name and something that is not a pool', () => {
+      expect(() => postgresInvalidation(pool, { channel: 'bad-channel' })).toThrow(/channel: must be a plain identifier/);
+      expect(() => postgresInvalidation(url as unknown as pg.Pool)).toThrow(/npm install pg/);
+    });
+  });
+});
