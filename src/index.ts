@@ -16,6 +16,19 @@ export {
   DriverMissingError,
 } from './errors.js';
 export type { KeygateErrorCode } from './errors.js';
+export { createGuardCore } from './http.js';
+export type {
+  GuardCore,
+  GuardOptions,
+  GuardRequest,
+  GuardOutcome,
+  GuardRejection,
+  GuardRejectionReason,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+  HeaderBag,
+} from './http.js';
 export type { KeyStore, KeyRecord, StoreListQuery, ListPosition, TouchEntry } from './store.js';
 export type { VerifyCacheOptions, InvalidationBus, InvalidationSubscriber } from './cache.js';
 export type {

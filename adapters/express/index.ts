@@ -1,0 +1,87 @@
+// keygate/express: apiKeyGuard(), Express 4 and 5 middleware that verifies the request's API key.
+
+import { checkOnReject, createGuardCore, type GuardOptions, type GuardRejection, type HeaderBag } from '../../src/http.js';
+import type { KeyManager } from '../../src/manager.js';
+import type { ApiKey } from '../../src/types.js';
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** The verified API key, set by keygate's `apiKeyGuard`. */
+      apiKey?: ApiKey;
+    }
+  }
+}
+
+/** The parts of an Express request the guard uses (any `express.Request` fits). */
+export interface GuardedRequest {
+  headers: HeaderBag;
+  socket: { remoteAddress?: string | undefined } | null;
+  apiKey?: ApiKey;
+}
+
+/** The parts of an Express response the guard uses (any `express.Response` fits). */
+export interface GuardedResponse {
+  statusCode: number;
+  readonly headersSent: boolean;
+  setHeader(name: string, value: string): unknown;
+  end(chunk: string): unknown;
+}
+
+export interface ExpressGuardOptions<Req extends GuardedRequest = GuardedRequest, Res extends GuardedResponse = GuardedResponse>
+  extends GuardOptions {
+  /**
+   * Called before a rejection is sent, e.g. to log it or to change it. Change `rejection.status`,
+   * `.body` or `.headers` to alter the response the guard sends, or send your own response with
+   * `res` (the guard then sends nothing). A throw goes to Express's error handling.
+   * @default none: the guard sends the rejection as it is
+   */
+  onReject?: (rejection: GuardRejection, req: Req, res: Res) => void | Promise<void>;
+}
+
+/**
+ * Express middleware (Express 4 and 5) that lets a request through only with a valid API key;
+ * the key is then `req.apiKey`. Bad keys get 401, a missing scope or a disallowed client address
+ * 403, a failing key store 503 with `Retry-After`. Other errors go to `next(err)`.
+ *
+ * @example
+ * app.get('/orders', apiKeyGuard(keys, { scope: 'orders:list' }), (req, res) => {
+ *   res.json({ owner: req.apiKey?.ownerId })
+ * })
+ */
+export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res extends GuardedResponse = GuardedResponse>(
+  keys: KeyManager,
+  options: ExpressGuardOptions<Req, Res> = {},
+): (req: Req, res: Res, next: (error?: unknown) => void) => void {
+  const core = createGuardCore(keys, options);
+  const onReject = checkOnReject(options.onReject);
+
+  const handle = async (req: Req, res: Res, next: (error?: unknown) => void): Promise<void> => {
+    let outcome;
+    try {
+      outcome = await core.authenticate({ headers: req.headers, remoteAddress: req.socket?.remoteAddress });
+      if (!outcome.ok) {
+        if (onReject) await onReject(outcome, req, res);
+        if (res.headersSent) return;
+      }
+    } catch (error) {
+      next(error);
+      return;
+    }
+    if (outcome.ok) {
+      req.apiKey = outcome.key;
+      next();
+      return;
+    }
+    const body = JSON.stringify(outcome.body);
+    res.statusCode = outcome.status;
+    for (const [name, value] of Object.entries(outcome.headers)) res.setHeader(name, value);
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('Content-Length', String(Buffer.byteLength(body)));
+    res.end(body);
+  };
+
+  return (req, res, next) => void handle(req, res, next);
+}
+
+export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';

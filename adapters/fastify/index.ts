@@ -1,0 +1,102 @@
+// keygate/fastify: a Fastify 4 and 5 plugin that adds request.apiKey and per-route API key guards.
+
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { ValidationError } from '../../src/errors.js';
+import { checkOnReject, createGuardCore, type GuardCore, type GuardOptions, type GuardRejection } from '../../src/http.js';
+import type { KeyManager } from '../../src/manager.js';
+import type { ApiKey } from '../../src/types.js';
+
+/** Options of `app.register(keygatePlugin, options)`; scopes are set per route with `app.keygate.guard()`. */
+export interface KeygatePluginOptions extends Omit<GuardOptions, 'scope'> {
+  /** The manager from `createKeyManager()`. */
+  keys: KeyManager;
+  /**
+   * Called before a rejection is sent, e.g. to log it or to change it. Change `rejection.status`,
+   * `.body` or `.headers` to alter the response the guard sends, or send your own with `reply`
+   * (the guard then sends nothing). A throw goes to Fastify's error handling.
+   * @default none: the guard sends the rejection as it is
+   */
+  onReject?: (rejection: GuardRejection, request: FastifyRequest, reply: FastifyReply) => void | Promise<void>;
+}
+
+/** Options of one route's guard. */
+export interface FastifyGuardOptions {
+  /**
+   * The scope(s) the route needs; with several, all are required. Checked when the guard is made.
+   * @default none (any valid key passes)
+   */
+  scope?: string | readonly string[];
+}
+
+/** An `onRequest` (or `preHandler`) hook that verifies the request's API key. */
+export type ApiKeyHook = (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>;
+
+/** What the plugin adds to the Fastify instance as `app.keygate`. */
+export interface KeygateDecorator {
+  /**
+   * A hook that lets a request through only with a valid API key (then `request.apiKey` is set).
+   * Use it as a route's `onRequest`, or `app.addHook('onRequest', app.keygate.guard())` for every
+   * route of a plugin. Bad keys get 401, a missing scope or a disallowed client address 403, a
+   * failing key store 503 with `Retry-After`; other errors go to Fastify's error handling.
+   */
+  guard(options?: FastifyGuardOptions): ApiKeyHook;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** keygate's guards, added by `keygatePlugin`. */
+    keygate: KeygateDecorator;
+  }
+  interface FastifyRequest {
+    /** The verified API key on guarded routes; `null` elsewhere. */
+    apiKey: ApiKey | null;
+  }
+}
+
+const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options) => {
+  const { keys, onReject: onRejectOption, ...shared } = options;
+  if ((shared as GuardOptions).scope !== undefined) {
+    throw new ValidationError('scope', "is set per route: onRequest: app.keygate.guard({ scope: 'orders:list' })");
+  }
+  const onReject = checkOnReject(onRejectOption);
+  // Compiling once here checks every shared option when the plugin is registered.
+  const unscoped = createGuardCore(keys, shared);
+
+  const hook = (core: GuardCore): ApiKeyHook =>
+    async function keygateGuard(request, reply) {
+      const outcome = await core.authenticate({ headers: request.headers, remoteAddress: request.raw.socket?.remoteAddress });
+      if (outcome.ok) {
+        request.apiKey = outcome.key;
+        return undefined;
+      }
+      if (onReject) {
+        await onReject(outcome, request, reply);
+        if (reply.sent) return reply;
+      }
+      return reply.code(outcome.status).headers(outcome.headers).send(outcome.body);
+    };
+
+  const decorator: KeygateDecorator = {
+    guard(routeOptions = {}) {
+      if (routeOptions.scope === undefined) return hook(unscoped);
+      return hook(createGuardCore(keys, { ...shared, scope: routeOptions.scope }));
+    },
+  };
+  fastify.decorateRequest('apiKey', null);
+  fastify.decorate('keygate', decorator);
+};
+
+/**
+ * The keygate plugin. Register it once; then guard routes with `app.keygate.guard({ scope })`.
+ *
+ * @example
+ * await app.register(keygatePlugin, { keys })
+ * app.get('/orders', { onRequest: app.keygate.guard({ scope: 'orders:list' }) }, async (request) => {
+ *   return { owner: request.apiKey?.ownerId }
+ * })
+ */
+export const keygatePlugin = fp(plugin, { fastify: '4.x || 5.x', name: 'keygate' });
+export default keygatePlugin;
+
+export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';

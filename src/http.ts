@@ -1,0 +1,381 @@
+// Framework-neutral guard core: token extraction, client-IP resolution and verify result -> HTTP response.
+
+import proxyaddr from 'proxy-addr';
+import { StoreUnavailableError, ValidationError } from './errors.js';
+import { canonicalIp } from './ip.js';
+import type { KeyManager } from './manager.js';
+import type { ApiKey, VerifyFailureCode, VerifyOptions } from './types.js';
+
+/** Request headers as Node gives them: lower-case names; repeated headers may arrive as arrays. */
+export type HeaderBag = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/**
+ * Where a request may carry its API key.
+ * - `bearer`: `Authorization: Bearer <token>`
+ * - `x-api-key`: `X-API-Key: <token>`
+ * - `basic`: `Authorization: Basic base64(<token>:)` (the token as user name or as password, the
+ *   other part empty or anything), for clients built for B2B Wave-style APIs
+ *
+ * The query string is never read: URLs end up in access logs, proxies and browser history.
+ */
+export type TokenCarrier = 'bearer' | 'x-api-key' | 'basic';
+
+/** The `error.code` of a guard's rejection body. */
+export type GuardErrorCode = 'invalid_api_key' | 'insufficient_scope' | 'ip_not_allowed' | 'key_store_unavailable';
+
+/** Why a request was rejected: the verify code, or `STORE_UNAVAILABLE` when the store failed. */
+export type GuardRejectionReason = VerifyFailureCode | 'STORE_UNAVAILABLE';
+
+/** The JSON body of a rejection. */
+export interface GuardErrorBody {
+  error: {
+    code: GuardErrorCode;
+    message: string;
+    /** The verify code of a 401 (`MISSING`, `EXPIRED`, …); present only with `exposeReasons`. */
+    reason?: VerifyFailureCode;
+  };
+}
+
+/**
+ * A refused request and the response the guard sends for it. `onReject` hooks receive a fresh copy
+ * and may change `status`, `body` and `headers` before it is sent.
+ */
+export interface GuardRejection {
+  readonly ok: false;
+  /** 401, 403 or 503. */
+  status: number;
+  body: GuardErrorBody;
+  /** Response headers, e.g. `WWW-Authenticate` or `Retry-After`. */
+  headers: Record<string, string>;
+  /** Why, for logs: the verify code or `STORE_UNAVAILABLE`. Sent to the client only with `exposeReasons` (401). */
+  readonly reason: GuardRejectionReason;
+  /** The store failure behind a 503, for logs; `null` otherwise. It never carries the token. */
+  readonly error: StoreUnavailableError | null;
+}
+
+/** What the guard decided: let the request through with its key, or refuse it. */
+export type GuardOutcome = { readonly ok: true; readonly key: ApiKey } | GuardRejection;
+
+/** The parts of a request the guard reads. */
+export interface GuardRequest {
+  /** Request headers with lower-case names, as Node's `IncomingMessage.headers`. */
+  headers: HeaderBag;
+  /** The socket's peer address (`req.socket.remoteAddress`); `undefined` once the socket closed. */
+  remoteAddress: string | undefined;
+}
+
+/** Options shared by the Express, Koa and Fastify guards. */
+export interface GuardOptions {
+  /**
+   * The scope(s) a request needs; with several, all are required. Checked against the manager's
+   * scope catalog when the guard is created, so a typo fails at startup.
+   * @default none (any valid key passes)
+   */
+  scope?: string | readonly string[];
+  /**
+   * Which headers may carry the key. A request carrying two different keys is refused as malformed;
+   * the same key twice is fine.
+   * @default ['bearer', 'x-api-key']
+   */
+  carriers?: readonly TokenCarrier[];
+  /**
+   * The proxies whose `X-Forwarded-For` is believed: addresses, CIDR ranges (`10.0.0.0/8`) and the
+   * names `loopback`, `linklocal`, `uniquelocal`, as an array or a comma-separated string. The
+   * client address is the right-most address that is not a trusted proxy (proxy-addr's rule), then
+   * parsed strictly. The guard reads the socket itself and ignores Express's `trust proxy`, Koa's
+   * `app.proxy` and Fastify's `trustProxy`.
+   * @default none: the socket's peer address is the client address and `X-Forwarded-For` is ignored
+   */
+  trustedProxies?: string | readonly string[];
+  /**
+   * Put the verify code (`MISSING`, `MALFORMED`, `NOT_FOUND`, `INACTIVE`, `EXPIRED`) in 401 bodies as
+   * `error.reason`. Off, every bad key gets the same body, which tells a guesser nothing.
+   * @default false
+   */
+  exposeReasons?: boolean;
+  /**
+   * The `Retry-After` value, in seconds, of the 503 sent when the key store fails.
+   * @default 5
+   */
+  retryAfterSeconds?: number;
+}
+
+/** A compiled guard: one per route or middleware, created at startup. */
+export interface GuardCore {
+  /**
+   * Decides on one request. Resolves a rejection for bad keys (401/403) and store failures (503);
+   * rejects only for errors that are bugs or misuse (e.g. a closed manager), which belong to the
+   * framework's error handling.
+   */
+  authenticate(request: GuardRequest): Promise<GuardOutcome>;
+}
+
+const CARRIERS: readonly TokenCarrier[] = ['bearer', 'x-api-key', 'basic'];
+const DEFAULT_CARRIERS: readonly TokenCarrier[] = ['bearer', 'x-api-key'];
+const NAMED_PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+/** Longer header values cannot hold a key (tokens are under 80 characters) and are refused unread. */
+const MAX_CREDENTIAL_LENGTH = 4096;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+const INVALID_401 = 'A valid API key is required.';
+const FORBIDDEN_SCOPE = 'The API key does not grant the scope this request needs.';
+const FORBIDDEN_IP = 'The client address is not allowed to use this API key.';
+const UNAVAILABLE = 'The API key store is unavailable; retry later.';
+
+/**
+ * Stands for credentials that cannot be one token (two different keys, an undecodable Basic header).
+ * `verify` answers MALFORMED for any non-string, so the rejection is reported like any other.
+ */
+const INVALID: unique symbol = Symbol('keygate.invalidCredentials');
+type Credential = string | null | typeof INVALID;
+
+/** Combines what two carriers hold: an absent value defers to the other; two different values are invalid. */
+function merge(found: Credential, next: Credential): Credential {
+  if (next === null || found === INVALID) return found;
+  if (found === null) return next;
+  return found === next ? found : INVALID;
+}
+
+function isSpace(code: number): boolean {
+  return code === 32 || code === 9;
+}
+
+/** `Basic base64(user:password)`: the token is whichever part looks like one of ours. */
+function fromBasic(encoded: string, tokenStart: string): Credential {
+  if (!BASE64.test(encoded)) return INVALID;
+  const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return INVALID;
+  const user = decoded.slice(0, colon);
+  const password = decoded.slice(colon + 1);
+  if (password === '') return user === '' ? INVALID : user;
+  if (user === '') return password;
+  const userIsToken = user.startsWith(tokenStart);
+  const passwordIsToken = password.startsWith(tokenStart);
+  if (userIsToken && passwordIsToken) return user === password ? user : INVALID;
+  if (userIsToken) return user;
+  if (passwordIsToken) return password;
+  return INVALID;
+}
+
+/** One `Authorization` value; `null` when its scheme is not an enabled carrier. */
+function fromAuthorization(value: string, bearer: boolean, basic: boolean, tokenStart: string): Credential {
+  let start = 0;
+  while (start < value.length && isSpace(value.charCodeAt(start))) start++;
+  let end = start;
+  while (end < value.length && !isSpace(value.charCodeAt(end))) end++;
+  const scheme = end - start === 6 || end - start === 5 ? value.slice(start, end).toLowerCase() : '';
+  const isBearer = bearer && scheme === 'bearer';
+  if (!isBearer && !(basic && scheme === 'basic')) return null;
+  if (value.length - end > MAX_CREDENTIAL_LENGTH) return INVALID;
+  const credentials = value.slice(end).trim();
+  if (credentials === '') return INVALID;
+  if (isBearer) return /\s/.test(credentials) ? INVALID : credentials;
+  return fromBasic(credentials, tokenStart);
+}
+
+/** One `X-API-Key` value. Node joins repeated headers with `, `: every part must be the same key. */
+function fromApiKeyHeader(value: string): Credential {
+  if (value.length > MAX_CREDENTIAL_LENGTH) return INVALID;
+  if (!value.includes(',')) {
+    const token = value.trim();
+    return token === '' ? null : token;
+  }
+  let found: Credential = null;
+  for (const part of value.split(',')) {
+    const token = part.trim();
+    if (token !== '') found = merge(found, token);
+  }
+  return found;
+}
+
+function eachValue(value: string | readonly string[] | undefined, read: (value: string) => Credential, found: Credential): Credential {
+  if (value === undefined) return found;
+  if (typeof value === 'string') return merge(found, read(value));
+  for (const item of value) {
+    if (typeof item === 'string') found = merge(found, read(item));
+  }
+  return found;
+}
+
+/** Compiles `trustedProxies` with proxy-addr after a strict check of every entry. */
+function compileTrust(value: unknown): ((address: string, hop: number) => boolean) | null {
+  if (value === undefined || value === null) return null;
+  let entries: string[];
+  if (typeof value === 'string') entries = value.trim() === '' ? [] : value.split(',');
+  else if (Array.isArray(value) && value.every((entry) => typeof entry === 'string')) entries = [...(value as string[])];
+  else {
+    throw new ValidationError('trustedProxies', "must be an array of addresses, CIDR ranges or 'loopback' | 'linklocal' | 'uniquelocal'");
+  }
+  entries = entries.map((entry) => entry.trim());
+  if (entries.length === 0) return null;
+  entries.forEach((entry, index) => {
+    const label = `entry ${index + 1} '${entry.slice(0, 60)}'`;
+    if (NAMED_PROXY_RANGES.has(entry)) return;
+    const slash = entry.indexOf('/');
+    const address = slash < 0 ? entry : entry.slice(0, slash);
+    const range = slash < 0 ? null : entry.slice(slash + 1);
+    if (canonicalIp(address) === null || (range !== null && !/^\d{1,3}$/.test(range) && canonicalIp(range) === null)) {
+      throw new ValidationError(
+        'trustedProxies',
+        `${label}: not an exact address, a CIDR range (10.0.0.0/8) or one of loopback, linklocal, uniquelocal`,
+      );
+    }
+    try {
+      proxyaddr.compile(entry);
+    } catch (error) {
+      throw new ValidationError('trustedProxies', `${label}: ${(error as Error).message}`);
+    }
+  });
+  const trust = proxyaddr.compile(entries);
+  // A hop that does not parse strictly (`0177.0.0.1`) is never a trusted proxy: proxy-addr alone
+  // would read it as 127.0.0.1 and keep walking left into addresses the client wrote itself.
+  return (address, hop) => canonicalIp(address) !== null && trust(address, hop);
+}
+
+/**
+ * The client address: the socket's peer, or with trusted proxies the right-most `X-Forwarded-For`
+ * hop that is not one of them (the walk of proxy-addr's `all()`).
+ */
+function clientAddress(
+  remote: string | undefined,
+  forwardedFor: string | readonly string[] | undefined,
+  trust: ((address: string, hop: number) => boolean) | null,
+): string | null {
+  if (remote === undefined || remote === null) return null;
+  if (trust === null || forwardedFor === undefined || !trust(remote, 0)) return remote;
+  const header = typeof forwardedFor === 'string' ? forwardedFor : forwardedFor.join(',');
+  let address = remote;
+  let hop = 1;
+  let end = header.length;
+  while (end > 0) {
+    const comma = header.lastIndexOf(',', end - 1);
+    const entry = header.slice(comma + 1, end).trim();
+    end = comma < 0 ? 0 : comma;
+    if (entry === '') continue;
+    address = entry;
+    if (!trust(address, hop++)) return address;
+  }
+  return address;
+}
+
+/** A store failure, also when the error class comes from another copy of keygate (ESM next to CJS). */
+function isStoreUnavailable(error: unknown): error is StoreUnavailableError {
+  return (
+    error instanceof StoreUnavailableError ||
+    (error instanceof Error && error.name === 'StoreUnavailableError' && (error as { code?: unknown }).code === 'STORE_UNAVAILABLE')
+  );
+}
+
+function checkScope(keys: KeyManager, scope: unknown): string | readonly string[] | undefined {
+  if (scope === undefined) return undefined;
+  const list: unknown[] = typeof scope === 'string' ? [scope] : Array.isArray(scope) ? scope : [scope];
+  if (list.length === 0) throw new ValidationError('scope', 'must name at least one scope, or be left out to accept any valid key');
+  const known = keys.scopes.list().map((info) => info.name).join(', ');
+  for (const item of list) {
+    if (typeof item !== 'string' || !keys.scopes.has(item)) {
+      throw new ValidationError('scope', `unknown scope ${JSON.stringify(item)}; known scopes: ${known}`);
+    }
+  }
+  return typeof scope === 'string' ? scope : Object.freeze([...(list as string[])]);
+}
+
+function checkCarriers(value: unknown): ReadonlySet<TokenCarrier> {
+  if (value === undefined) return new Set(DEFAULT_CARRIERS);
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new ValidationError('carriers', `must be a non-empty array of ${CARRIERS.map((c) => `'${c}'`).join(', ')}`);
+  }
+  for (const carrier of value) {
+    if (!CARRIERS.includes(carrier as TokenCarrier)) {
+      throw new ValidationError('carriers', `unknown carrier ${JSON.stringify(carrier)}; use ${CARRIERS.map((c) => `'${c}'`).join(', ')} (the query string is never read)`);
+    }
+  }
+  return new Set(value as TokenCarrier[]);
+}
+
+/**
+ * Compiles a guard. Every option is checked here, so a misconfigured guard fails at startup:
+ * an unknown scope, carrier or proxy entry throws `ValidationError` naming the option.
+ *
+ * @example
+ * const guard = createGuardCore(keys, { scope: 'orders:list' })
+ * const outcome = await guard.authenticate({ headers: req.headers, remoteAddress: req.socket.remoteAddress })
+ * if (!outcome.ok) { res.writeHead(outcome.status, outcome.headers).end(JSON.stringify(outcome.body)) }
+ */
+export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): GuardCore {
+  if (!keys || typeof keys.verify !== 'function' || !keys.scopes) {
+    throw new ValidationError('keys', 'is required: pass the manager from createKeyManager()');
+  }
+  if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+  const scope = checkScope(keys, options.scope);
+  const carriers = checkCarriers(options.carriers);
+  const trust = compileTrust(options.trustedProxies);
+  const exposeReasons = options.exposeReasons ?? false;
+  if (typeof exposeReasons !== 'boolean') throw new ValidationError('exposeReasons', 'must be true or false');
+  const retryAfter = options.retryAfterSeconds ?? 5;
+  if (!Number.isInteger(retryAfter) || retryAfter < 0) {
+    throw new ValidationError('retryAfterSeconds', 'must be a whole number of seconds, 0 or more');
+  }
+  const retryAfterHeader = String(retryAfter);
+  const bearer = carriers.has('bearer');
+  const basic = carriers.has('basic');
+  const readsAuthorization = bearer || basic;
+  const readsApiKeyHeader = carriers.has('x-api-key');
+  const tokenStart = `${keys.prefix}_`;
+  const readAuthorization = (value: string): Credential => fromAuthorization(value, bearer, basic, tokenStart);
+
+  const extract = (headers: HeaderBag): Credential => {
+    let found: Credential = null;
+    if (readsAuthorization) found = eachValue(headers.authorization, readAuthorization, found);
+    if (readsApiKeyHeader) found = eachValue(headers['x-api-key'], fromApiKeyHeader, found);
+    return found;
+  };
+
+  const reject = (code: VerifyFailureCode, message: string): GuardRejection => {
+    switch (code) {
+      case 'INSUFFICIENT_SCOPE':
+        return { ok: false, status: 403, body: { error: { code: 'insufficient_scope', message: FORBIDDEN_SCOPE } }, headers: {}, reason: code, error: null };
+      case 'IP_NOT_ALLOWED':
+        return { ok: false, status: 403, body: { error: { code: 'ip_not_allowed', message: FORBIDDEN_IP } }, headers: {}, reason: code, error: null };
+      default:
+        return {
+          ok: false,
+          status: 401,
+          body: { error: exposeReasons ? { code: 'invalid_api_key', message, reason: code } : { code: 'invalid_api_key', message: INVALID_401 } },
+          headers: { 'WWW-Authenticate': 'Bearer' },
+          reason: code,
+          error: null,
+        };
+    }
+  };
+
+  return {
+    async authenticate(request) {
+      const headers = request.headers;
+      const token = extract(headers);
+      const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
+      const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
+      let result;
+      try {
+        result = await keys.verify(token, verifyOptions);
+      } catch (error) {
+        if (!isStoreUnavailable(error)) throw error;
+        return {
+          ok: false,
+          status: 503,
+          body: { error: { code: 'key_store_unavailable', message: UNAVAILABLE } },
+          headers: { 'Retry-After': retryAfterHeader },
+          reason: 'STORE_UNAVAILABLE',
+          error,
+        };
+      }
+      return result.valid ? { ok: true, key: result.key } : reject(result.code, result.message);
+    },
+  };
+}
+
+/** Checks an adapter's `onReject` option: a function or nothing. */
+export function checkOnReject<T extends (...args: never[]) => unknown>(value: T | undefined): T | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'function') throw new ValidationError('onReject', 'must be a function');
+  return value;
+}
