@@ -274,3 +274,21 @@ describe('list', () => {
     await expect(keys.list({ limit: 1001 })).rejects.toMatchObject({ field: 'limit' });
   });
 });
+
+describe('two managers on one store, without a cache', () => {
+  it('see deactivate, delete and rotate at once', async () => {
+    const store = new MemoryStore();
+    const a = createKeyManager({ store });
+    const b = createKeyManager({ store });
+    const { key, token } = await a.create({ name: 'shared', scopes: ['all'] });
+    expect((await b.verify(token)).valid).toBe(true);
+    await a.deactivate(key.id);
+    expect(await b.verify(token)).toMatchObject({ code: 'INACTIVE' });
+    await a.activate(key.id);
+    const { token: next } = await a.rotate(key.id);
+    expect(await b.verify(token)).toMatchObject({ code: 'NOT_FOUND' });
+    expect((await b.verify(next)).valid).toBe(true);
+    await a.delete(key.id);
+    expect(await b.verify(next)).toMatchObject({ code: 'NOT_FOUND' });
+  });
+});
