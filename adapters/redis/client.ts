@@ -1,0 +1,105 @@
+// The slice of an ioredis or node-redis client that keygate uses, and one way to send a command over either.
+
+import { createHash } from 'node:crypto';
+import { StoreUnavailableError, ValidationError } from '../../src/errors.js';
+
+/**
+ * The part of an ioredis client (`new Redis()` or `new Cluster()`, ioredis 5) that keygate uses.
+ * Declared here so that keygate does not depend on ioredis.
+ */
+export interface IoRedisClientLike {
+  /** `'ready'` once connected; `'connecting'`, `'reconnecting'`, `'end'`, … otherwise. */
+  readonly status: string;
+  /** Sends one command with its arguments. */
+  call(command: string, args: string[]): Promise<unknown>;
+}
+
+/**
+ * The part of a node-redis client (`createClient()` of `redis` 4.6+ or 5) that keygate uses.
+ * Declared here so that keygate does not depend on redis.
+ */
+export interface NodeRedisClientLike {
+  /** `true` while connected and ready for commands. */
+  readonly isReady: boolean;
+  /** Sends one command, name first. */
+  sendCommand(args: string[]): Promise<unknown>;
+}
+
+/** An ioredis or node-redis client, as created and connected by the application. */
+export type RedisClientLike = IoRedisClientLike | NodeRedisClientLike;
+
+/** Sends one command; rejects at once, without queueing, when the client is not ready. */
+export type SendCommand = (operation: string, args: string[]) => Promise<unknown>;
+
+function isIoRedis(client: object): client is IoRedisClientLike {
+  const c = client as Partial<IoRedisClientLike>;
+  return typeof c.call === 'function' && typeof c.status === 'string';
+}
+
+function isNodeRedis(client: object): client is NodeRedisClientLike {
+  const c = client as Partial<NodeRedisClientLike>;
+  return typeof c.sendCommand === 'function' && typeof c.isReady === 'boolean';
+}
+
+/** Which kind of client this is, or a ValidationError naming `field`. */
+export function clientKind(client: unknown, field: string): 'ioredis' | 'node-redis' {
+  if (client !== null && typeof client === 'object') {
+    if (isIoRedis(client)) return 'ioredis';
+    if (isNodeRedis(client)) return 'node-redis';
+  }
+  throw new ValidationError(
+    field,
+    'must be an ioredis client (new Redis(url)) or a node-redis client (createClient({ url }), connected with await client.connect())',
+  );
+}
+
+/**
+ * One function that sends a command over either client. A client that is not ready (connecting,
+ * reconnecting, closed) makes the call reject at once: commands never pile up in the client's
+ * offline queue while Redis is away. An ioredis client created with `lazyConnect` and not yet
+ * connected (`status: 'wait'`) is let through: its first command opens the connection.
+ */
+export function commandSender(client: RedisClientLike, field: string): SendCommand {
+  if (clientKind(client, field) === 'ioredis') {
+    const io = client as IoRedisClientLike;
+    return (operation, args) => {
+      const status = io.status;
+      if (status !== 'ready' && status !== 'wait') return Promise.reject(notReady(operation, status));
+      return io.call(args[0] as string, args.slice(1));
+    };
+  }
+  const node = client as NodeRedisClientLike;
+  return (operation, args) => {
+    if (!node.isReady) return Promise.reject(notReady(operation, 'not ready'));
+    return node.sendCommand(args);
+  };
+}
+
+function notReady(operation: string, status: string): StoreUnavailableError {
+  return new StoreUnavailableError(
+    operation,
+    `the Redis client is not connected (${status}), so the command was not sent. At start-up, wait until the client is ready (ioredis: its 'ready' event; node-redis: await client.connect()) before serving requests`,
+  );
+}
+
+/** A Lua script run with EVALSHA, falling back to EVAL when Redis does not know it (NOSCRIPT). */
+export class LuaScript {
+  readonly sha: string;
+
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+
+  async run(send: SendCommand, operation: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    const tail = [String(keys.length), ...keys, ...args];
+    try {
+      return await send(operation, ['EVALSHA', this.sha, ...tail]);
+    } catch (error) {
+      // After a restart or SCRIPT FLUSH the script is loaded again by EVAL, which caches it.
+      if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
+        return send(operation, ['EVAL', this.source, ...tail]);
+      }
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,231 @@
+// RedisKeyStore: keys in Redis through the application's own ioredis or node-redis client.
+
+import { StoreConflictError, ValidationError } from '../../src/errors.js';
+import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+import type { KeyMetadata } from '../../src/types.js';
+import { commandSender, type RedisClientLike, type SendCommand } from './client.js';
+import { DELETE, FIND_BY_DIGEST, INSERT, LIST, TOUCH, UPDATE } from './scripts.js';
+
+export interface RedisStoreOptions {
+  /**
+   * Starts the name of every key the store writes. It must contain a Redis Cluster hash tag
+   * (`{…}`, not empty): every key of the store then hashes to one slot, which lets one Lua script
+   * update a record and its indexes atomically on a cluster as on a single server. Use one
+   * prefix per application (or per environment) sharing a Redis database.
+   * @default '{keygate}:'
+   */
+  prefix?: string;
+}
+
+/** The record as kept in Redis: dates as ms since the epoch; lastUsedAt is kept beside it. */
+interface StoredRecord {
+  id: string;
+  ownerId: string | null;
+  name: string;
+  active: boolean;
+  scopes: string[];
+  allowedIps: string[];
+  hint: string;
+  createdAt: number;
+  updatedAt: number;
+  expiresAt: number | null;
+  metadata: KeyMetadata;
+  version: number;
+  digest: string;
+  previousDigest: string | null;
+  previousDigestExpiresAt: number | null;
+}
+
+/** The most index members one LIST script call reads. */
+const LIST_BATCH_MAX = 1000;
+/** With the active filter, read at least this many members per call, expecting some not to match. */
+const LIST_BATCH_FILTERED = 100;
+const MAX_SORTABLE_MS = 999_999_999_999_999;
+
+function checkPrefix(prefix: unknown): string {
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 200 || /[\u0000-\u001f\u007f]/.test(prefix)) {
+    throw new ValidationError('prefix', 'must be a string of 1..200 characters without control characters, such as "{keygate}:"');
+  }
+  const open = prefix.indexOf('{');
+  const close = open === -1 ? -1 : prefix.indexOf('}', open + 1);
+  if (close <= open + 1) {
+    throw new ValidationError(
+      'prefix',
+      `must contain a non-empty Redis Cluster hash tag such as "{keygate}:" or "myapp:{keys}:", so that all keys of the store share one slot; got ${JSON.stringify(prefix)}`,
+    );
+  }
+  return prefix;
+}
+
+/** The position of a record in the list indexes: creation time (15 digits), then id. */
+function memberOf(createdAt: Date, id: string): string {
+  const ms = createdAt.getTime();
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_SORTABLE_MS) {
+    throw new ValidationError('createdAt', 'must be a date between 1970 and 33658 to be kept in Redis');
+  }
+  return `${String(ms).padStart(15, '0')}:${id}`;
+}
+
+function encode(r: KeyRecord): string {
+  const stored: StoredRecord = {
+    id: r.id,
+    ownerId: r.ownerId,
+    name: r.name,
+    active: r.active,
+    scopes: [...r.scopes],
+    allowedIps: [...r.allowedIps],
+    hint: r.hint,
+    createdAt: r.createdAt.getTime(),
+    updatedAt: r.updatedAt.getTime(),
+    expiresAt: r.expiresAt === null ? null : r.expiresAt.getTime(),
+    metadata: r.metadata,
+    version: r.version,
+    digest: r.digest,
+    previousDigest: r.previousDigest,
+    previousDigestExpiresAt: r.previousDigestExpiresAt === null ? null : r.previousDigestExpiresAt.getTime(),
+  };
+  return JSON.stringify(stored);
+}
+
+function decode(json: unknown, lastUsed: unknown): KeyRecord {
+  if (typeof json !== 'string') throw new Error('Redis returned a key record that is not a string');
+  const s = JSON.parse(json) as StoredRecord;
+  return {
+    id: s.id,
+    ownerId: s.ownerId,
+    name: s.name,
+    active: s.active,
+    scopes: s.scopes,
+    allowedIps: s.allowedIps,
+    hint: s.hint,
+    createdAt: new Date(s.createdAt),
+    updatedAt: new Date(s.updatedAt),
+    lastUsedAt: typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null,
+    expiresAt: s.expiresAt === null ? null : new Date(s.expiresAt),
+    metadata: s.metadata,
+    version: s.version,
+    digest: s.digest,
+    previousDigest: s.previousDigest,
+    previousDigestExpiresAt: s.previousDigestExpiresAt === null ? null : new Date(s.previousDigestExpiresAt),
+  };
+}
+
+/**
+ * Keeps keys in Redis. Each record is one hash; a digest index gives verify one round trip;
+ * sorted-set indexes give `list` its (createdAt, id) order without `KEYS` or `SCAN`. Every write
+ * is one Lua script, so it is atomic: updates are compare-and-set on `version`, and nothing can
+ * bring back a deleted key.
+ *
+ * The client is the application's own, connected ioredis or node-redis client; the store never
+ * opens, closes or reconfigures it, and holds nothing that needs closing. While the client is
+ * not ready (connecting, reconnecting, closed) every call rejects at once instead of waiting in
+ * the client's offline queue, so the manager answers `StoreUnavailableError` (HTTP 503).
+ *
+ * @example
+ * import { Redis } from 'ioredis'
+ * const client = new Redis(process.env.REDIS_URL)
+ * await new Promise((resolve) => client.once('ready', resolve))
+ * const keys = createKeyManager({ store: redisStore(client) })
+ */
+export class RedisKeyStore implements KeyStore {
+  /** The prefix of every key this store writes. */
+  readonly prefix: string;
+  private readonly send: SendCommand;
+  private readonly allKey: string;
+
+  constructor(client: RedisClientLike, options: RedisStoreOptions = {}) {
+    this.send = commandSender(client, 'client');
+    this.prefix = checkPrefix(options.prefix ?? '{keygate}:');
+    this.allKey = `${this.prefix}all`;
+  }
+
+  private recordKey(id: string): string {
+    return `${this.prefix}k:${id}`;
+  }
+
+  private digestKey(digest: string): string {
+    return `${this.prefix}d:${digest}`;
+  }
+
+  private ownerKey(ownerId: string): string {
+    return `${this.prefix}o:${ownerId}`;
+  }
+
+  /** The arguments shared by INSERT and UPDATE, after the ones particular to each. */
+  private fields(r: KeyRecord): string[] {
+    return [
+      encode(r),
+      String(r.version),
+      r.active ? '1' : '0',
+      r.previousDigest === null ? '' : this.digestKey(r.previousDigest),
+      r.ownerId === null ? '' : this.ownerKey(r.ownerId),
+      memberOf(r.createdAt, r.id),
+      r.lastUsedAt === null ? '' : String(r.lastUsedAt.getTime()),
+    ];
+  }
+
+  async insert(record: KeyRecord): Promise<void> {
+    const keys = [this.recordKey(record.id), this.allKey, this.digestKey(record.digest)];
+    const result = await INSERT.run(this.send, 'insert', keys, this.fields(record));
+    if (result === -1) throw new StoreConflictError(`a key with id '${record.id}' already exists`);
+    if (result === -2) throw new StoreConflictError('a key with this token digest already exists');
+  }
+
+  async findById(id: string): Promise<KeyRecord | null> {
+    const reply = (await this.send('findById', ['HMGET', this.recordKey(id), 'r', 'u'])) as unknown[];
+    return reply[0] == null ? null : decode(reply[0], reply[1]);
+  }
+
+  async findByDigest(digest: string): Promise<KeyRecord | null> {
+    const reply = (await FIND_BY_DIGEST.run(this.send, 'findByDigest', [this.digestKey(digest)], [])) as unknown[] | null;
+    return reply == null || reply[0] == null ? null : decode(reply[0], reply[1]);
+  }
+
+  async list(query: StoreListQuery): Promise<KeyRecord[]> {
+    const index = query.ownerId === undefined ? this.allKey : this.ownerKey(query.ownerId);
+    const filter = query.active === undefined ? '' : query.active ? '1' : '0';
+    let start = query.after ? `(${memberOf(query.after.createdAt, query.after.id)}` : '-';
+    const out: KeyRecord[] = [];
+    while (out.length < query.limit) {
+      const wanted = query.limit - out.length;
+      const count = Math.min(LIST_BATCH_MAX, filter === '' ? wanted : Math.max(wanted, LIST_BATCH_FILTERED));
+      const reply = (await LIST.run(this.send, 'list', [index], [`${this.prefix}k:`, start, String(count), filter])) as unknown[];
+      for (let i = 2; i < reply.length; i += 2) out.push(decode(reply[i], reply[i + 1]));
+      if (reply[0] === 1 || typeof reply[1] !== 'string' || reply[1] === '') break;
+      start = `(${reply[1]}`;
+    }
+    return out.length > query.limit ? out.slice(0, query.limit) : out;
+  }
+
+  async update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
+    const keys = [this.recordKey(next.id), this.allKey, this.digestKey(next.digest)];
+    const result = await UPDATE.run(this.send, 'update', keys, [String(expectedVersion), ...this.fields(next)]);
+    if (result === -2) throw new StoreConflictError('a key with this token digest already exists');
+    return result === 1;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    return (await DELETE.run(this.send, 'delete', [this.recordKey(id), this.allKey], [])) === 1;
+  }
+
+  async touch(entries: readonly TouchEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const keys = entries.map((e) => this.recordKey(e.id));
+    const times = entries.map((e) => String(e.lastUsedAt.getTime()));
+    await TOUCH.run(this.send, 'touch', keys, times);
+  }
+}
+
+/**
+ * A {@link RedisKeyStore} over your own ioredis (5) or node-redis (4.6+, 5) client.
+ *
+ * @example
+ * import { createClient } from 'redis'
+ * const client = createClient({ url: process.env.REDIS_URL })
+ * client.on('error', (error) => console.error('redis', error))
+ * await client.connect()
+ * const keys = createKeyManager({ store: redisStore(client, { prefix: '{shop}:keys:' }) })
+ */
+export function redisStore(client: RedisClientLike, options: RedisStoreOptions = {}): RedisKeyStore {
+  return new RedisKeyStore(client, options);
+}

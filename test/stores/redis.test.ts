@@ -1,0 +1,312 @@
+// RedisKeyStore on the shared contract suite with ioredis, node-redis 4 and node-redis 5, plus what is particular to Redis.
+
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { createClient } from 'redis';
+import { commandSender, LuaScript } from '../../adapters/redis/client.js';
+import { redisStore, type RedisClientLike, type RedisKeyStore } from '../../adapters/redis/index.js';
+import {
+  createKeyManager,
+  StoreUnavailableError,
+  ValidationError,
+  type KeyManager,
+  type KeyManagerOptions,
+  type KeyRecord,
+} from '../../src/index.js';
+import { describeStoreContract } from '../contract/store-contract.js';
+import { serviceUrl } from '../support/services.js';
+import {
+  closeRedis,
+  connectRedis,
+  deletePrefix,
+  dumpPrefix,
+  keysUnder,
+  randomPrefix,
+  rawCommand,
+  REDIS_CLIENT_KINDS,
+  type AnyRedisClient,
+  type RedisClientKind,
+} from '../support/redis.js';
+
+const url = serviceUrl('redis');
+
+/** The same client, counting the commands the store sends through it. */
+function counting(client: AnyRedisClient): { client: RedisClientLike; count: () => number } {
+  let n = 0;
+  if (client instanceof Redis) {
+    return {
+      client: {
+        get status() {
+          return client.status;
+        },
+        call: (command: string, args: string[]) => {
+          n++;
+          return client.call(command, args);
+        },
+      },
+      count: () => n,
+    };
+  }
+  const node = client as ReturnType<typeof createClient>;
+  return {
+    client: {
+      get isReady() {
+        return node.isReady;
+      },
+      sendCommand: (args: string[]) => {
+        n++;
+        return node.sendCommand(args);
+      },
+    },
+    count: () => n,
+  };
+}
+
+function record(overrides: Partial<KeyRecord> = {}): KeyRecord {
+  const at = new Date(Date.UTC(2030, 0, 1));
+  const id = overrides.id ?? `rec${Math.random().toString(36).slice(2, 12)}`;
+  return {
+    id,
+    ownerId: null,
+    name: 'direct',
+    active: true,
+    scopes: ['orders:list'],
+    allowedIps: [],
+    hint: 'kg_abc…wxyz',
+    createdAt: at,
+    updatedAt: at,
+    lastUsedAt: null,
+    expiresAt: null,
+    metadata: {},
+    version: 1,
+    digest: `d-${id}`,
+    previousDigest: null,
+    previousDigestExpiresAt: null,
+    ...overrides,
+  };
+}
+
+for (const kind of REDIS_CLIENT_KINDS) {
+  describe.skipIf(!url)(`RedisKeyStore with ${kind}`, () => {
+    describeStoreContract(`RedisKeyStore (${kind})`, async () => {
+      const client = await connectRedis(kind, url as string);
+      const prefix = randomPrefix('contract');
+      return {
+        store: redisStore(client, { prefix }),
+        dump: () => dumpPrefix(client, prefix),
+        cleanup: async () => {
+          await deletePrefix(client, prefix);
+          await closeRedis(client);
+        },
+      };
+    });
+
+    describe(`Redis specifics (${kind})`, () => {
+      let client: AnyRedisClient;
+      let prefix: string;
+      let store: RedisKeyStore;
+      const managers: KeyManager[] = [];
+      const manager = (extra: Partial<KeyManagerOptions> = {}): KeyManager => {
+        const m = createKeyManager({ store, storeTimeoutMs: 10_000, lastUsedFlushMs: 60_000, ...extra });
+        managers.push(m);
+        return m;
+      };
+
+      beforeAll(async () => {
+        client = await connectRedis(kind as RedisClientKind, url as string);
+        prefix = randomPrefix('specifics');
+        store = redisStore(client, { prefix });
+      });
+
+      afterAll(async () => {
+        for (const m of managers) await m.close();
+        if (client) {
+          await deletePrefix(client, prefix);
+          await closeRedis(client);
+        }
+      });
+
+      it('keeps one hash per key plus its index entries, moves them on rotation, and leaves nothing behind on delete', async () => {
+        const own = randomPrefix('layout');
+        const layoutStore = redisStore(client, { prefix: own });
+        const keys = createKeyManager({ store: layoutStore });
+        managers.push(keys);
+        try {
+          const { key } = await keys.create({ name: 'layout', scopes: ['all'], ownerId: 'shop-1' });
+          const first = (await layoutStore.findById(key.id)) as KeyRecord;
+          expect(await keysUnder(client, own)).toEqual(
+            [`${own}all`, `${own}d:${first.digest}`, `${own}k:${key.id}`, `${own}o:shop-1`].sort(),
+          );
+          expect(String(await rawCommand(client, ['TYPE', `${own}k:${key.id}`]))).toBe('hash');
+
+          await keys.rotate(key.id, { gracePeriodMs: 60_000 });
+          const second = (await layoutStore.findById(key.id)) as KeyRecord;
+          expect(second.previousDigest).toBe(first.digest);
+          expect(await keysUnder(client, own)).toEqual(
+            [`${own}all`, `${own}d:${first.digest}`, `${own}d:${second.digest}`, `${own}k:${key.id}`, `${own}o:shop-1`].sort(),
+          );
+
+          await keys.rotate(key.id);
+          const third = (await layoutStore.findById(key.id)) as KeyRecord;
+          expect(third.previousDigest).toBeNull();
+          expect(await keysUnder(client, own)).toEqual(
+            [`${own}all`, `${own}d:${third.digest}`, `${own}k:${key.id}`, `${own}o:shop-1`].sort(),
+          );
+          expect(await layoutStore.findByDigest(first.digest)).toBeNull();
+          expect(await layoutStore.findByDigest(second.digest)).toBeNull();
+
+          expect(await keys.delete(key.id)).toBe(true);
+          expect(await keysUnder(client, own)).toEqual([]);
+          // A late lastUsedAt write for the deleted key creates nothing either.
+          await layoutStore.touch([{ id: key.id, lastUsedAt: new Date() }]);
+          expect(await keysUnder(client, own)).toEqual([]);
+        } finally {
+          await deletePrefix(client, own);
+        }
+      });
+
+      it('verifies in one Redis command, and writes a batch of lastUsedAt times in one command', async () => {
+        const counted = counting(client);
+        const keys = createKeyManager({ store: redisStore(counted.client, { prefix }), lastUsedFlushMs: 60_000 });
+        managers.push(keys);
+        const created = [];
+        for (let i = 0; i < 50; i++) created.push(await keys.create({ name: `rt ${i}`, scopes: ['all'] }));
+        await keys.verify(created[0]?.token); // the script may need loading once
+        const before = counted.count();
+        for (const { token } of created) expect((await keys.verify(token)).valid).toBe(true);
+        expect(counted.count() - before).toBe(50);
+        const beforeFlush = counted.count();
+        await keys.flush();
+        expect(counted.count() - beforeFlush).toBe(1);
+        expect((await keys.get(created[49]?.key.id as string))?.lastUsedAt).not.toBeNull();
+      });
+
+      it('runs a script Redis does not know by EVAL, then by EVALSHA (after a restart or SCRIPT FLUSH)', async () => {
+        const counted = counting(client);
+        const send = commandSender(counted.client, 'client');
+        // A script of its own, so no other test can have loaded it.
+        const script = new LuaScript(`return { KEYS[1], ARGV[1], '${randomBytes(8).toString('hex')}' }`);
+        const before = counted.count();
+        const first = (await script.run(send, 'test', [`${prefix}x`], ['y'])) as string[];
+        expect(first.slice(0, 2)).toEqual([`${prefix}x`, 'y']);
+        expect(counted.count() - before).toBe(2); // EVALSHA -> NOSCRIPT, then EVAL, which caches it
+        const again = counted.count();
+        expect(((await script.run(send, 'test', [`${prefix}x`], ['z'])) as string[])[1]).toBe('z');
+        expect(counted.count() - again).toBe(1);
+      });
+
+      it('pages through an owner with the active filter when few keys match', async () => {
+        const keys = manager();
+        const owner = `sparse-${Math.random().toString(36).slice(2)}`;
+        const active: string[] = [];
+        for (let i = 0; i < 250; i++) {
+          const { key } = await keys.create({ name: `s${i}`, scopes: ['orders:list'], ownerId: owner, active: i % 60 === 7 });
+          if (key.active) active.push(key.id);
+        }
+        expect(active).toHaveLength(5);
+        const seen: string[] = [];
+        const sizes: number[] = [];
+        let cursor: string | null = null;
+        do {
+          const page = await keys.list({ ownerId: owner, active: true, limit: 2, cursor });
+          sizes.push(page.keys.length);
+          seen.push(...page.keys.map((k) => k.id));
+          cursor = page.nextCursor;
+        } while (cursor !== null);
+        expect(seen).toEqual(active);
+        expect(sizes).toEqual([2, 2, 1]);
+        let inactive = 0;
+        cursor = null;
+        do {
+          const page = await keys.list({ ownerId: owner, active: false, limit: 100, cursor });
+          inactive += page.keys.length;
+          cursor = page.nextCursor;
+        } while (cursor !== null);
+        expect(inactive).toBe(245);
+      });
+
+      it('moves a record between owner indexes when a direct update changes its owner', async () => {
+        const a = record({ ownerId: 'owner-a' });
+        await store.insert(a);
+        expect((await store.list({ ownerId: 'owner-a', limit: 10 })).map((r) => r.id)).toEqual([a.id]);
+        expect(await store.update({ ...a, ownerId: 'owner-b', version: 2 }, 1)).toBe(true);
+        expect(await store.list({ ownerId: 'owner-a', limit: 10 })).toEqual([]);
+        expect((await store.list({ ownerId: 'owner-b', limit: 10 })).map((r) => r.id)).toEqual([a.id]);
+        expect(await store.update({ ...a, ownerId: null, version: 3 }, 2)).toBe(true);
+        expect(await store.list({ ownerId: 'owner-b', limit: 10 })).toEqual([]);
+        expect((await store.findById(a.id))?.ownerId).toBeNull();
+      });
+
+      it('rejects an update whose new digest belongs to another key, and changes nothing', async () => {
+        const a = record();
+        const b = record();
+        await store.insert(a);
+        await store.insert(b);
+        await expect(store.update({ ...a, digest: b.digest, version: 2 }, 1)).rejects.toThrow(/digest/);
+        expect((await store.findByDigest(b.digest))?.id).toBe(b.id);
+        expect((await store.findById(a.id))?.version).toBe(1);
+        expect((await store.findByDigest(a.digest))?.id).toBe(a.id);
+      });
+
+      it('keeps the later lastUsedAt when an update carries an older one', async () => {
+        const a = record();
+        await store.insert(a);
+        const used = new Date(Date.UTC(2030, 0, 2));
+        await store.touch([{ id: a.id, lastUsedAt: used }]);
+        expect(await store.update({ ...a, name: 'renamed', version: 2, lastUsedAt: null }, 1)).toBe(true);
+        const read = await store.findById(a.id);
+        expect(read?.name).toBe('renamed');
+        expect(read?.lastUsedAt?.getTime()).toBe(used.getTime());
+      });
+
+      it('keeps stores with different prefixes apart on one Redis', async () => {
+        const other = randomPrefix('other');
+        const otherStore = redisStore(client, { prefix: other });
+        try {
+          const a = record();
+          await store.insert(a);
+          expect(await otherStore.findById(a.id)).toBeNull();
+          expect(await otherStore.findByDigest(a.digest)).toBeNull();
+          expect(await otherStore.list({ limit: 10 })).toEqual([]);
+          await otherStore.insert(record({ id: a.id, digest: a.digest }));
+          expect(await keysUnder(client, other)).toHaveLength(3);
+        } finally {
+          await deletePrefix(client, other);
+        }
+      });
+    });
+  });
+}
+
+describe('redisStore() arguments', () => {
+  it('requires a prefix with a Redis Cluster hash tag', () => {
+    const client = new Redis({ lazyConnect: true });
+    try {
+      for (const prefix of ['keygate:', '{}:', 'a{}b{c}:', '', 'x}{', 'bad\nprefix{x}']) {
+        expect(() => redisStore(client, { prefix }), prefix).toThrow(ValidationError);
+      }
+      expect(redisStore(client).prefix).toBe('{keygate}:');
+      expect(redisStore(client, { prefix: 'shop:{keys}:' }).prefix).toBe('shop:{keys}:');
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('refuses an object that is neither an ioredis nor a node-redis client', () => {
+    for (const client of [null, {}, { get: () => null }, { sendCommand: () => Promise.resolve(null) }]) {
+      expect(() => redisStore(client as unknown as RedisClientLike)).toThrow(ValidationError);
+    }
+  });
+
+  it('rejects at once, without sending, while the client is not connected', async () => {
+    const node = createClient({ url: 'redis://127.0.0.1:1' }); // never connected
+    const io = new Redis({ lazyConnect: true });
+    io.disconnect(); // status 'end'
+    for (const client of [node, io] as RedisClientLike[]) {
+      const store = redisStore(client);
+      await expect(store.findById('x')).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(store.findByDigest('x')).rejects.toThrow(/not connected/);
+    }
+  });
+});

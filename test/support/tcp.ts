@@ -1,0 +1,141 @@
+// Local TCP stand-ins for a failing server: a port that refuses, a listener that never answers, a proxy that can freeze or drop.
+
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+function listen(server: Server, port = 0): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** A port on 127.0.0.1 where nothing listens: connections are refused. */
+export async function refusedPort(): Promise<number> {
+  const server = createServer();
+  const port = await listen(server);
+  await closeServer(server);
+  return port;
+}
+
+/** A server on 127.0.0.1 that accepts connections and never sends a byte. */
+export async function silentServer(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  const port = await listen(server);
+  return {
+    port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await closeServer(server);
+    },
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to a real server, which a test can make stop answering (`freeze`),
+ * cut off and refuse (`down`), or bring back (`thaw`, `up`).
+ */
+export class TcpProxy {
+  private server: Server;
+  private readonly pairs = new Set<[Socket, Socket]>();
+  private frozen = false;
+
+  private constructor(
+    private readonly target: { host: string; port: number },
+    readonly port: number,
+    server: Server,
+  ) {
+    this.server = server;
+  }
+
+  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+    let proxy: TcpProxy | null = null;
+    const server = createServer((socket) => proxy?.accept(socket));
+    const port = await listen(server);
+    proxy = new TcpProxy(target, port, server);
+    return proxy;
+  }
+
+  private accept(client: Socket): void {
+    const upstream = createConnection(this.target);
+    const pair: [Socket, Socket] = [client, upstream];
+    this.pairs.add(pair);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      this.pairs.delete(pair);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    if (this.frozen) {
+      client.pause();
+      upstream.pause();
+    } else {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
+  }
+
+  /** Connections stay open but nothing passes either way: the server seems to hang. */
+  freeze(): void {
+    if (this.frozen) return;
+    this.frozen = true;
+    for (const [a, b] of this.pairs) {
+      a.unpipe(b);
+      b.unpipe(a);
+      a.pause();
+      b.pause();
+    }
+  }
+
+  /** Lets the held bytes through and forwards again. */
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    for (const [a, b] of this.pairs) {
+      a.pipe(b);
+      b.pipe(a);
+      a.resume();
+      b.resume();
+    }
+  }
+
+  /** Drops every connection and stops listening: reconnects are refused. */
+  async down(): Promise<void> {
+    const closed = closeServer(this.server);
+    for (const [a, b] of [...this.pairs]) {
+      a.destroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+    await closed;
+  }
+
+  /** Listens again on the same port. */
+  async up(): Promise<void> {
+    this.server = createServer((socket) => this.accept(socket));
+    await listen(this.server, this.port);
+  }
+
+  async close(): Promise<void> {
+    if (this.server.listening) {
+      await this.down();
+      return;
+    }
+    for (const [a, b] of this.pairs) {
+      a.destroy();
+      b.destroy();
+    }
+  }
+}
