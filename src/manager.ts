@@ -276,20 +276,24 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
   };
 
   let unsubscribe: (() => Promise<void>) | null = null;
-  const subscribed: Promise<void> | null = bus
-    ? bus
-        .subscribe({
-          invalidate: (keyId) => cache?.invalidate(keyId),
-          reset: () => cache?.clear(),
-        })
-        .then(
-          (stop) => {
-            unsubscribe = stop;
-            cacheLive = cache !== null && !closed;
-          },
-          (error: unknown) => report(error),
-        )
-    : null;
+  if (bus) {
+    bus
+      .subscribe({
+        invalidate: (keyId) => cache?.invalidate(keyId),
+        reset: () => cache?.clear(),
+      })
+      .then(
+        (stop) => {
+          if (closed) {
+            void stop().catch(report);
+            return;
+          }
+          unsubscribe = stop;
+          cacheLive = cache !== null;
+        },
+        (error: unknown) => report(error),
+      );
+  }
 
   // lastUsedAt: remembered per key, written in one store call per flush.
   let pendingTouches = new Map<string, number>();
@@ -587,7 +591,7 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
       if (closed) return;
       closed = true;
       await flush();
-      if (subscribed) await subscribed;
+      // A subscription still connecting is stopped when it completes: close() never waits for it.
       if (unsubscribe) await (unsubscribe as () => Promise<void>)().catch(report);
       cache?.clear();
     },

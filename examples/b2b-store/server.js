@@ -55,6 +55,9 @@ async function openStore() {
     const { Redis } = await import('ioredis');
     const { redisStore } = await import('keygate/redis');
     const client = new Redis(redisUrl);
+    client.on('error', (error) => console.error(`redis: ${error.message}`));
+    // The store refuses commands until the client is ready: wait, so the first requests get answers.
+    await new Promise((resolve) => client.once('ready', resolve));
     const store = redisStore(client);
     return {
       store,

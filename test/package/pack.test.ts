@@ -97,8 +97,10 @@ describe('the packed package', () => {
     const publint = run('node', [join(root, 'node_modules/publint/src/cli.js'), '--strict'], root);
     expect(publint).not.toMatch(/error|warning/i);
     const attw = run('node', [join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', '.', '--profile', 'node16', '--format', 'json'], root);
-    const report = JSON.parse(attw) as { analysis?: { problems?: unknown[] }; problems?: unknown[] };
-    const problems = report.analysis?.problems ?? report.problems ?? [];
+    type Problem = { kind: string; resolutionKind?: string; entrypoint?: string };
+    const report = JSON.parse(attw) as { analysis?: { problems?: Problem[] }; problems?: Problem[] };
+    // node10 resolution has no "exports" support, so subpaths cannot resolve there by design.
+    const problems = (report.analysis?.problems ?? report.problems ?? []).filter((p) => p.resolutionKind !== 'node10');
     expect(problems).toEqual([]);
   }, 120_000);
 });
