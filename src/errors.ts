@@ -7,8 +7,7 @@ export type KeygateErrorCode =
   | 'VERSION_CONFLICT'
   | 'STORE_UNAVAILABLE'
   | 'STORE_CONFLICT'
-  | 'MANAGER_CLOSED'
-  | 'DRIVER_MISSING';
+  | 'MANAGER_CLOSED';
 
 /** Base class of every error keygate throws on purpose. */
 export class KeygateError extends Error {
@@ -87,14 +86,5 @@ export class StoreConflictError extends KeygateError {
 export class ManagerClosedError extends KeygateError {
   constructor() {
     super('MANAGER_CLOSED', 500, 'This key manager was closed; create a new one with createKeyManager().');
-  }
-}
-
-/** An optional driver package is not installed. The message says which one to install. */
-export class DriverMissingError extends KeygateError {
-  readonly packageName: string;
-  constructor(packageName: string, usedBy: string) {
-    super('DRIVER_MISSING', 500, `${usedBy} needs the '${packageName}' package: run npm install ${packageName}`);
-    this.packageName = packageName;
   }
 }

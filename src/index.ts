@@ -13,7 +13,6 @@ export {
   StoreUnavailableError,
   StoreConflictError,
   ManagerClosedError,
-  DriverMissingError,
 } from './errors.js';
 export type { KeygateErrorCode } from './errors.js';
 export { createGuardCore } from './http.js';
