@@ -8,10 +8,10 @@ import {
   VersionConflictError,
   type KeyManager,
   type KeyManagerOptions,
-  type KeyRecord,
   type KeyStore,
   type ApiKey,
 } from '../../src/index.js';
+import { sampleRecord } from '../support/records.js';
 
 /** What a store's test file hands the suite. */
 export interface StoreFixture {
@@ -33,30 +33,6 @@ export interface ContractOptions {
 function manualClock(start = Date.UTC(2030, 0, 1)): { now: () => number; advance: (ms: number) => void } {
   let t = start;
   return { now: () => t, advance: (ms) => void (t += ms) };
-}
-
-function record(overrides: Partial<KeyRecord> = {}): KeyRecord {
-  const at = new Date(Date.UTC(2030, 0, 1));
-  const id = overrides.id ?? `rec${Math.random().toString(36).slice(2, 12)}`;
-  return {
-    id,
-    ownerId: null,
-    name: 'direct',
-    active: true,
-    scopes: ['orders:list'],
-    allowedIps: [],
-    hint: 'kg_abc…wxyz',
-    createdAt: at,
-    updatedAt: at,
-    lastUsedAt: null,
-    expiresAt: null,
-    metadata: {},
-    version: 1,
-    digest: `d-${id}`,
-    previousDigest: null,
-    previousDigestExpiresAt: null,
-    ...overrides,
-  };
 }
 
 /**
@@ -229,7 +205,7 @@ export function describeStoreContract(
         await Promise.all(ops);
         expect(await keys.get(key.id)).toBeNull();
         expect((await keys.verify(token)).valid).toBe(false);
-        expect(await store.update(record({ id: key.id, version: 99 }), 98)).toBe(false);
+        expect(await store.update(sampleRecord({ id: key.id, version: 99 }), 98)).toBe(false);
         expect(await keys.get(key.id)).toBeNull();
       }
     });
@@ -335,15 +311,15 @@ export function describeStoreContract(
     }, 120_000);
 
     it('rejects an insert whose id or digest is taken', async () => {
-      const a = record();
+      const a = sampleRecord();
       await store.insert(a);
-      await expect(store.insert(record({ id: a.id, digest: 'other-digest' }))).rejects.toBeInstanceOf(StoreConflictError);
-      await expect(store.insert(record({ digest: a.digest }))).rejects.toBeInstanceOf(StoreConflictError);
+      await expect(store.insert(sampleRecord({ id: a.id, digest: 'other-digest' }))).rejects.toBeInstanceOf(StoreConflictError);
+      await expect(store.insert(sampleRecord({ digest: a.digest }))).rejects.toBeInstanceOf(StoreConflictError);
       expect((await store.findById(a.id))?.digest).toBe(a.digest);
     });
 
     it('finds a record by its previous digest too', async () => {
-      const a = record({ previousDigest: 'prev-digest-x', previousDigestExpiresAt: new Date(Date.UTC(2031, 0, 1)) });
+      const a = sampleRecord({ previousDigest: 'prev-digest-x', previousDigestExpiresAt: new Date(Date.UTC(2031, 0, 1)) });
       await store.insert(a);
       expect((await store.findByDigest('prev-digest-x'))?.id).toBe(a.id);
       expect((await store.findByDigest(a.digest))?.id).toBe(a.id);
@@ -351,7 +327,7 @@ export function describeStoreContract(
     });
 
     it('update never creates a record', async () => {
-      const ghost = record();
+      const ghost = sampleRecord();
       expect(await store.update(ghost, 1)).toBe(false);
       expect(await store.findById(ghost.id)).toBeNull();
       expect(await store.findByDigest(ghost.digest)).toBeNull();

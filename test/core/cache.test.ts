@@ -12,13 +12,11 @@ import {
   type KeyManagerOptions,
   type KeyRecord,
   type KeyStore,
-  type StoreListQuery,
-  type TouchEntry,
 } from '../../src/index.js';
+import { DelegatingStore } from '../support/counting-store.js';
 
 /** A MemoryStore that counts verify lookups and can hold them until released. */
-class CountingStore implements KeyStore {
-  readonly inner = new MemoryStore();
+class CountingStore extends DelegatingStore {
   lookups = 0;
   private gate: Promise<void> | null = null;
   private open: (() => void) | null = null;
@@ -33,30 +31,11 @@ class CountingStore implements KeyStore {
     this.gate = null;
   }
 
-  async findByDigest(digest: string): Promise<KeyRecord | null> {
+  override async findByDigest(digest: string): Promise<KeyRecord | null> {
     this.lookups++;
     const record = await this.inner.findByDigest(digest);
     if (this.gate) await this.gate;
     return record;
-  }
-
-  insert(record: KeyRecord): Promise<void> {
-    return this.inner.insert(record);
-  }
-  findById(id: string): Promise<KeyRecord | null> {
-    return this.inner.findById(id);
-  }
-  list(query: StoreListQuery): Promise<KeyRecord[]> {
-    return this.inner.list(query);
-  }
-  update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
-    return this.inner.update(next, expectedVersion);
-  }
-  delete(id: string): Promise<boolean> {
-    return this.inner.delete(id);
-  }
-  touch(entries: readonly TouchEntry[]): Promise<void> {
-    return this.inner.touch(entries);
   }
 }
 

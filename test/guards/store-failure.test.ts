@@ -3,38 +3,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
-import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+import type { KeyRecord } from '../../src/store.js';
+import { DelegatingStore } from '../support/counting-store.js';
 import { APP_ERROR, FRAMEWORKS, type RunningApp } from './apps.js';
 
 /**
  * A store whose lookups can be made to hang or to fail, like a dead or unreachable database. It
  * wraps a MemoryStore but, like a remote store, answers lookups only asynchronously.
  */
-class FaultyStore implements KeyStore {
+class FaultyStore extends DelegatingStore {
   mode: 'ok' | 'hang' | 'throw' = 'ok';
-  private readonly inner = new MemoryStore();
-  findByDigest(digest: string): Promise<KeyRecord | null> {
+  override findByDigest(digest: string): Promise<KeyRecord | null> {
     if (this.mode === 'hang') return new Promise(() => {});
     if (this.mode === 'throw') return Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'));
-    return this.inner.findByDigest(digest);
-  }
-  insert(record: KeyRecord): Promise<void> {
-    return this.inner.insert(record);
-  }
-  findById(id: string): Promise<KeyRecord | null> {
-    return this.inner.findById(id);
-  }
-  list(query: StoreListQuery): Promise<KeyRecord[]> {
-    return this.inner.list(query);
-  }
-  update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
-    return this.inner.update(next, expectedVersion);
-  }
-  delete(id: string): Promise<boolean> {
-    return this.inner.delete(id);
-  }
-  touch(entries: readonly TouchEntry[]): Promise<void> {
-    return this.inner.touch(entries);
+    return super.findByDigest(digest);
   }
 }
 

@@ -15,6 +15,7 @@ import {
   type KeyRecord,
 } from '../../src/index.js';
 import { describeStoreContract } from '../contract/store-contract.js';
+import { sampleRecord } from '../support/records.js';
 import { serviceUrl } from '../support/services.js';
 import {
   closeRedis,
@@ -60,30 +61,6 @@ function counting(client: AnyRedisClient): { client: RedisClientLike; count: () 
       },
     },
     count: () => n,
-  };
-}
-
-function record(overrides: Partial<KeyRecord> = {}): KeyRecord {
-  const at = new Date(Date.UTC(2030, 0, 1));
-  const id = overrides.id ?? `rec${Math.random().toString(36).slice(2, 12)}`;
-  return {
-    id,
-    ownerId: null,
-    name: 'direct',
-    active: true,
-    scopes: ['orders:list'],
-    allowedIps: [],
-    hint: 'kg_abc…wxyz',
-    createdAt: at,
-    updatedAt: at,
-    lastUsedAt: null,
-    expiresAt: null,
-    metadata: {},
-    version: 1,
-    digest: `d-${id}`,
-    previousDigest: null,
-    previousDigestExpiresAt: null,
-    ...overrides,
   };
 }
 
@@ -227,7 +204,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
       });
 
       it('moves a record between owner indexes when a direct update changes its owner', async () => {
-        const a = record({ ownerId: 'owner-a' });
+        const a = sampleRecord({ ownerId: 'owner-a' });
         await store.insert(a);
         expect((await store.list({ ownerId: 'owner-a', limit: 10 })).map((r) => r.id)).toEqual([a.id]);
         expect(await store.update({ ...a, ownerId: 'owner-b', version: 2 }, 1)).toBe(true);
@@ -239,8 +216,8 @@ for (const kind of REDIS_CLIENT_KINDS) {
       });
 
       it('rejects an update whose new digest belongs to another key, and changes nothing', async () => {
-        const a = record();
-        const b = record();
+        const a = sampleRecord();
+        const b = sampleRecord();
         await store.insert(a);
         await store.insert(b);
         await expect(store.update({ ...a, digest: b.digest, version: 2 }, 1)).rejects.toThrow(/digest/);
@@ -250,7 +227,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
       });
 
       it('keeps the later lastUsedAt when an update carries an older one', async () => {
-        const a = record();
+        const a = sampleRecord();
         await store.insert(a);
         const used = new Date(Date.UTC(2030, 0, 2));
         await store.touch([{ id: a.id, lastUsedAt: used }]);
@@ -264,12 +241,12 @@ for (const kind of REDIS_CLIENT_KINDS) {
         const other = randomPrefix('other');
         const otherStore = redisStore(client, { prefix: other });
         try {
-          const a = record();
+          const a = sampleRecord();
           await store.insert(a);
           expect(await otherStore.findById(a.id)).toBeNull();
           expect(await otherStore.findByDigest(a.digest)).toBeNull();
           expect(await otherStore.list({ limit: 10 })).toEqual([]);
-          await otherStore.insert(record({ id: a.id, digest: a.digest }));
+          await otherStore.insert(sampleRecord({ id: a.id, digest: a.digest }));
           expect(await keysUnder(client, other)).toHaveLength(3);
         } finally {
           await deletePrefix(client, other);

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlKeyStore } from '../../adapters/sql/index.js';
 import { createKeyManager, type KeyRecord } from '../../src/index.js';
+import { sampleRecord } from '../support/records.js';
 
 /** How a SQL store's test file gives the shared checks access to its database. */
 export interface SqlHarness {
@@ -30,27 +31,10 @@ export function rowsAsText(rows: readonly Record<string, unknown>[]): string {
   );
 }
 
+/** A record with the SQL checks' defaults: owner `o`, named after its id, scope `all`, a time with milliseconds. */
 function record(id: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
   const at = new Date(Date.UTC(2030, 0, 1, 12, 0, 0, 123));
-  return {
-    id,
-    ownerId: 'o',
-    name: id,
-    active: true,
-    scopes: ['all'],
-    allowedIps: [],
-    hint: 'kg_abc…wxyz',
-    createdAt: at,
-    updatedAt: at,
-    lastUsedAt: null,
-    expiresAt: null,
-    metadata: {},
-    version: 1,
-    digest: `digest-${id}`,
-    previousDigest: null,
-    previousDigestExpiresAt: null,
-    ...overrides,
-  };
+  return sampleRecord({ id, ownerId: 'o', name: id, scopes: ['all'], createdAt: at, updatedAt: at, digest: `digest-${id}`, ...overrides });
 }
 
 /** Registers the SQL-specific checks for one driver. `harness` is created in beforeAll. */

@@ -1,5 +1,6 @@
-// A KeyStore wrapper that counts calls per method, and stores that fail or hang, for core tests.
-import type { KeyStore } from '../../src/index.js';
+// KeyStore wrappers for tests: one that only forwards, one that counts calls per method, and stores that fail or hang.
+import { MemoryStore } from '../../adapters/memory/index.js';
+import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/index.js';
 
 export type StoreMethod = 'insert' | 'findById' | 'findByDigest' | 'list' | 'update' | 'delete' | 'touch';
 const METHODS: StoreMethod[] = ['insert', 'findById', 'findByDigest', 'list', 'update', 'delete', 'touch'];
@@ -34,4 +35,35 @@ export function brokenStore(behave: 'throw' | 'hang' | 'reject'): KeyStore {
     delete: act,
     touch: act,
   };
+}
+
+/**
+ * Forwards every call to `inner`; subclasses override the methods they change. It deliberately has
+ * no `findByDigestNow`, so it answers only asynchronously, like a remote store, and the manager
+ * takes its async lookup path (timeout, cache, errors) even when `inner` is a MemoryStore.
+ */
+export class DelegatingStore implements KeyStore {
+  constructor(readonly inner: KeyStore = new MemoryStore()) {}
+
+  insert(record: KeyRecord): Promise<void> {
+    return this.inner.insert(record);
+  }
+  findById(id: string): Promise<KeyRecord | null> {
+    return this.inner.findById(id);
+  }
+  findByDigest(digest: string): Promise<KeyRecord | null> {
+    return this.inner.findByDigest(digest);
+  }
+  list(query: StoreListQuery): Promise<KeyRecord[]> {
+    return this.inner.list(query);
+  }
+  update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
+    return this.inner.update(next, expectedVersion);
+  }
+  delete(id: string): Promise<boolean> {
+    return this.inner.delete(id);
+  }
+  touch(entries: readonly TouchEntry[]): Promise<void> {
+    return this.inner.touch(entries);
+  }
 }
