@@ -1,5 +1,4 @@
 // A SQL server that refuses connections, or accepts and never answers, makes verify fail fast with StoreUnavailableError.
-import net from 'node:net';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,36 +7,10 @@ import { mysqlStore } from '../../adapters/mysql/index.js';
 import { postgresStore } from '../../adapters/postgres/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyStore } from '../../src/index.js';
 import { generateToken } from '../../src/token.js';
+import { refusedPort, silentServer } from '../support/tcp.js';
 
 const TIMEOUT_MS = 300;
 const MARGIN_MS = 1500;
-
-/** A port on 127.0.0.1 where nothing listens: connections are refused. */
-async function refusingPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A server on 127.0.0.1 that accepts connections and never sends a byte. */
-async function silentServer(): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** verify's elapsed time and error, after asserting it rejected with StoreUnavailableError. */
 async function failingVerify(store: KeyStore): Promise<{ elapsed: number; message: string }> {
@@ -84,7 +57,7 @@ const drivers: Array<{ name: string; open: (port: number) => { store: KeyStore; 
 for (const driver of drivers) {
   describe(`${driver.name} store unreachable`, () => {
     it(`refused connections: verify rejects with StoreUnavailableError within ${TIMEOUT_MS} ms + margin, every time`, async () => {
-      const { store, end } = driver.open(await refusingPort());
+      const { store, end } = driver.open(await refusedPort());
       try {
         expect((await failingVerify(store)).elapsed).toBeLessThan(TIMEOUT_MS + MARGIN_MS);
         expect((await failingVerify(store)).elapsed).toBeLessThan(TIMEOUT_MS + MARGIN_MS);
