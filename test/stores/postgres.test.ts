@@ -44,7 +44,7 @@ describe.skipIf(!url)('PostgreSQL', () => {
     return {
       open(table) {
         let count = 0;
-        const counting: PostgresQueryable = { query: (text, values) => (count++, pool.query(text, values)) };
+        const counting: PostgresQueryable = { query: (config) => (count++, pool.query(config)) };
         return { store: postgresStore(counting, { table }), statements: () => count };
       },
       runScript: async (script) => void (await pool.query(script)),
@@ -97,6 +97,31 @@ describe.skipIf(!url)('PostgreSQL', () => {
       } finally {
         await pool.query(`DROP TABLE IF EXISTS "${table}"`);
       }
+    });
+
+    it('prepares its statements once per connection by default, and can send them unnamed', async () => {
+      for (const preparedStatements of [true, false]) {
+        const table = randomTable();
+        const names: (string | undefined)[] = [];
+        const recording: PostgresQueryable = { query: (config) => (names.push(config.name), pool.query(config)) };
+        const store = postgresStore(recording, { table, preparedStatements });
+        try {
+          await store.migrate();
+          const keys = createKeyManager({ store });
+          const { token } = await keys.create({ name: 'prepared', scopes: ['all'] });
+          names.length = 0;
+          expect((await keys.verify(token)).valid).toBe(true);
+          expect((await keys.verify(token)).valid).toBe(true);
+          expect(names).toHaveLength(2);
+          if (preparedStatements) expect(names[0]).toMatch(/^keygate_[0-9a-f]{24}$/);
+          else expect(names).toEqual([undefined, undefined]);
+          expect(names[1]).toBe(names[0]);
+          await keys.close();
+        } finally {
+          await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+        }
+      }
+      expect(() => postgresStore(pool, { preparedStatements: 'yes' as unknown as boolean })).toThrow(/preparedStatements/);
     });
 
     it('says what to pass when given a connection string', () => {
