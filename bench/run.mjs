@@ -13,7 +13,10 @@ const BENCH = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
-const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+const only = args
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
 
 /** The cases, in the order of the table. `execArgv` are Node flags for the case's process. */
 const CASES = [
@@ -87,7 +90,10 @@ console.log(table);
 // Only a full run of every case replaces latest.json; quick and partial runs write beside it.
 const file = `latest${quick ? '-quick' : ''}${only ? '-partial' : ''}.json`;
 mkdirSync(new URL('results/', import.meta.url), { recursive: true });
-writeFileSync(new URL(`results/${file}`, import.meta.url), `${JSON.stringify({ meta: { ...meta, only: only ?? null }, rows, markdown: table }, null, 2)}\n`);
+writeFileSync(
+  new URL(`results/${file}`, import.meta.url),
+  `${JSON.stringify({ meta: { ...meta, only: only ?? null }, rows, markdown: table }, null, 2)}\n`,
+);
 console.log(`\nWritten to bench/results/${file}`);
 // A case that crashed (not one skipped for a missing server) fails the run.
 if (rows.some((row) => row.id.endsWith('-failed'))) process.exitCode = 1;

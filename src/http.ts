@@ -4,7 +4,7 @@ import proxyaddr from 'proxy-addr';
 import { StoreUnavailableError, ValidationError } from './errors.js';
 import { canonicalIp } from './ip.js';
 import type { KeyManager } from './manager.js';
-import type { ApiKey, VerifyFailureCode, VerifyOptions } from './types.js';
+import type { ApiKey, VerifyFailureCode, VerifyOptions, VerifyResult } from './types.js';
 
 /** Request headers as Node gives them: lower-case names; repeated headers may arrive as arrays. */
 export type HeaderBag = Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -250,7 +250,7 @@ function clientAddress(
   while (end > 0) {
     const comma = header.lastIndexOf(',', end - 1);
     const entry = header.slice(comma + 1, end).trim();
-    end = comma < 0 ? 0 : comma;
+    end = Math.max(comma, 0);
     if (entry === '') continue;
     address = entry;
     if (!trust(address, hop++)) return address;
@@ -270,7 +270,10 @@ function checkScope(keys: KeyManager, scope: unknown): string | readonly string[
   if (scope === undefined) return undefined;
   const list: unknown[] = typeof scope === 'string' ? [scope] : Array.isArray(scope) ? scope : [scope];
   if (list.length === 0) throw new ValidationError('scope', 'must name at least one scope, or be left out to accept any valid key');
-  const known = keys.scopes.list().map((info) => info.name).join(', ');
+  const known = keys.scopes
+    .list()
+    .map((info) => info.name)
+    .join(', ');
   for (const item of list) {
     if (typeof item !== 'string' || !keys.scopes.has(item)) {
       throw new ValidationError('scope', `unknown scope ${JSON.stringify(item)}; known scopes: ${known}`);
@@ -286,7 +289,10 @@ function checkCarriers(value: unknown): ReadonlySet<TokenCarrier> {
   }
   for (const carrier of value) {
     if (!CARRIERS.includes(carrier as TokenCarrier)) {
-      throw new ValidationError('carriers', `unknown carrier ${JSON.stringify(carrier)}; use ${CARRIERS.map((c) => `'${c}'`).join(', ')} (the query string is never read)`);
+      throw new ValidationError(
+        'carriers',
+        `unknown carrier ${JSON.stringify(carrier)}; use ${CARRIERS.map((c) => `'${c}'`).join(', ')} (the query string is never read)`,
+      );
     }
   }
   return new Set(value as TokenCarrier[]);
@@ -333,14 +339,30 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   const reject = (code: VerifyFailureCode, message: string): GuardRejection => {
     switch (code) {
       case 'INSUFFICIENT_SCOPE':
-        return { ok: false, status: 403, body: { error: { code: 'insufficient_scope', message: FORBIDDEN_SCOPE } }, headers: {}, reason: code, error: null };
+        return {
+          ok: false,
+          status: 403,
+          body: { error: { code: 'insufficient_scope', message: FORBIDDEN_SCOPE } },
+          headers: {},
+          reason: code,
+          error: null,
+        };
       case 'IP_NOT_ALLOWED':
-        return { ok: false, status: 403, body: { error: { code: 'ip_not_allowed', message: FORBIDDEN_IP } }, headers: {}, reason: code, error: null };
+        return {
+          ok: false,
+          status: 403,
+          body: { error: { code: 'ip_not_allowed', message: FORBIDDEN_IP } },
+          headers: {},
+          reason: code,
+          error: null,
+        };
       default:
         return {
           ok: false,
           status: 401,
-          body: { error: exposeReasons ? { code: 'invalid_api_key', message, reason: code } : { code: 'invalid_api_key', message: INVALID_401 } },
+          body: {
+            error: exposeReasons ? { code: 'invalid_api_key', message, reason: code } : { code: 'invalid_api_key', message: INVALID_401 },
+          },
           headers: { 'WWW-Authenticate': 'Bearer' },
           reason: code,
           error: null,
@@ -354,7 +376,7 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
       const token = extract(headers);
       const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
       const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
-      let result;
+      let result: VerifyResult;
       try {
         result = await keys.verify(token, verifyOptions);
       } catch (error) {

@@ -3,12 +3,7 @@
 import type { KeyObject } from 'node:crypto';
 import { VerifyCache, type InvalidationBus, type VerifyCacheOptions } from './cache.js';
 import { Deadlines } from './deadline.js';
-import {
-  KeyNotFoundError,
-  ManagerClosedError,
-  ValidationError,
-  VersionConflictError,
-} from './errors.js';
+import { KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
 import { isIpAllowed, parseAllowedIps } from './ip.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore, ListPosition, TouchEntry } from './store.js';
@@ -372,7 +367,13 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
       // An unknown required scope is a programming error, not a client's fault.
       for (const s of typeof scope === 'string' ? [scope] : scope) {
         if (!catalog.has(s)) {
-          throw new ValidationError('scope', `unknown scope '${String(s)}'; known scopes: ${catalog.list().map((i) => i.name).join(', ')}`);
+          throw new ValidationError(
+            'scope',
+            `unknown scope '${String(s)}'; known scopes: ${catalog
+              .list()
+              .map((i) => i.name)
+              .join(', ')}`,
+          );
         }
       }
       return reject('INSUFFICIENT_SCOPE', record.id, ip);
@@ -488,9 +489,7 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
       const after = decodeCursor(query.cursor);
       const ownerId = query.ownerId === undefined ? undefined : (checkOwner(query.ownerId) ?? undefined);
       const active = query.active === undefined ? undefined : checkBoolean('active', query.active);
-      const records = await deadlines.run('list', () =>
-        store.list({ ownerId, active, after, limit: limit + 1 }),
-      );
+      const records = await deadlines.run('list', () => store.list({ ownerId, active, after, limit: limit + 1 }));
       const page = records.slice(0, limit);
       const last = page[page.length - 1];
       return {
@@ -598,4 +597,3 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
   };
   return manager;
 }
-

@@ -112,9 +112,7 @@ export function defineScopes(options: DefineScopesOptions): ScopeCatalog {
   }
   for (const [resource, resourceLabel] of resources) {
     for (const action of actions) {
-      const implies = actions
-        .filter((a) => actionClosure.get(action.name)?.has(a.name))
-        .map((a) => `${resource}:${a.name}`);
+      const implies = actions.filter((a) => actionClosure.get(action.name)?.has(a.name)).map((a) => `${resource}:${a.name}`);
       infos.push(
         Object.freeze({ name: `${resource}:${action.name}`, label: `${resourceLabel} ${action.label}`, implies: Object.freeze(implies) }),
       );

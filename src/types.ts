@@ -34,14 +34,7 @@ export interface ApiKey {
 }
 
 /** Why `verify` refused a token. */
-export type VerifyFailureCode =
-  | 'MISSING'
-  | 'MALFORMED'
-  | 'NOT_FOUND'
-  | 'INACTIVE'
-  | 'EXPIRED'
-  | 'IP_NOT_ALLOWED'
-  | 'INSUFFICIENT_SCOPE';
+export type VerifyFailureCode = 'MISSING' | 'MALFORMED' | 'NOT_FOUND' | 'INACTIVE' | 'EXPIRED' | 'IP_NOT_ALLOWED' | 'INSUFFICIENT_SCOPE';
 
 /** The outcome of `verify`. A store failure is never a result: it throws `StoreUnavailableError`. */
 export type VerifyResult =

@@ -1,6 +1,13 @@
 // keygate/express: apiKeyGuard(), Express 4 and 5 middleware that verifies the request's API key.
 
-import { checkOnReject, createGuardCore, type GuardOptions, type GuardRejection, type HeaderBag } from '../../src/http.js';
+import {
+  checkOnReject,
+  createGuardCore,
+  type GuardOptions,
+  type GuardOutcome,
+  type GuardRejection,
+  type HeaderBag,
+} from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
 
@@ -57,7 +64,7 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
   const onReject = checkOnReject(options.onReject);
 
   const handle = async (req: Req, res: Res, next: (error?: unknown) => void): Promise<void> => {
-    let outcome;
+    let outcome: GuardOutcome;
     try {
       outcome = await core.authenticate({ headers: req.headers, remoteAddress: req.socket?.remoteAddress });
       if (!outcome.ok) {

@@ -2,7 +2,15 @@
 
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../../src/errors.js';
-import { assertClient, postgresDialect, schemaScript, SqlKeyStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
+import {
+  assertClient,
+  postgresDialect,
+  schemaScript,
+  SqlKeyStore,
+  type SqlRow,
+  type SqlStoreOptions,
+  type SqlValue,
+} from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
 export type { SqlStoreOptions } from '../sql/index.js';

@@ -195,7 +195,10 @@ export function postgresInvalidation(pool: PostgresPool, options: PostgresInvali
   );
   const channel = options.channel ?? 'keygate_invalidation';
   if (typeof channel !== 'string' || !isIdentifier(channel)) {
-    throw new ValidationError('channel', `must be a plain identifier matching /^[A-Za-z_][A-Za-z0-9_]{0,62}$/; got ${JSON.stringify(channel)}`);
+    throw new ValidationError(
+      'channel',
+      `must be a plain identifier matching /^[A-Za-z_][A-Za-z0-9_]{0,62}$/; got ${JSON.stringify(channel)}`,
+    );
   }
   const first = options.reconnectDelayMs ?? 100;
   const max = options.maxReconnectDelayMs ?? 10_000;
@@ -204,10 +207,12 @@ export function postgresInvalidation(pool: PostgresPool, options: PostgresInvali
     throw new ValidationError('maxReconnectDelayMs', 'must be a whole number of ms, at least reconnectDelayMs');
   }
   const open =
-    options.connect ??
-    (typeof pool.connect === 'function' ? () => (pool.connect as () => Promise<PostgresListenClient>).call(pool) : null);
+    options.connect ?? (typeof pool.connect === 'function' ? () => (pool.connect as () => Promise<PostgresListenClient>).call(pool) : null);
   if (open === null) {
-    throw new ValidationError('connect', 'is required when the first argument has no connect(): pass a pg Pool, or a function that returns a new connected Client');
+    throw new ValidationError(
+      'connect',
+      'is required when the first argument has no connect(): pass a pg Pool, or a function that returns a new connected Client',
+    );
   }
   const onError = options.onError;
   const report = (error: unknown): void => {

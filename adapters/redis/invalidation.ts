@@ -64,7 +64,10 @@ export function redisInvalidation(options: RedisInvalidationOptions): Invalidati
   const send = commandSender(publisher, 'publisher');
   const kind = clientKind(subscriber, 'subscriber');
   if ((subscriber as object) === (publisher as object)) {
-    throw new ValidationError('subscriber', 'must be a connection of its own, such as publisher.duplicate(): a subscribed client can run no other command');
+    throw new ValidationError(
+      'subscriber',
+      'must be a connection of its own, such as publisher.duplicate(): a subscribed client can run no other command',
+    );
   }
   const channel = options.channel ?? 'keygate:invalidate';
   if (typeof channel !== 'string' || channel.length === 0 || channel.length > 200 || /[\u0000-\u001f\u007f]/.test(channel)) {
@@ -82,11 +85,7 @@ export function redisInvalidation(options: RedisInvalidationOptions): Invalidati
   };
 }
 
-async function subscribeIoRedis(
-  sub: IoRedisSubscriberLike,
-  channel: string,
-  target: InvalidationSubscriber,
-): Promise<() => Promise<void>> {
+async function subscribeIoRedis(sub: IoRedisSubscriberLike, channel: string, target: InvalidationSubscriber): Promise<() => Promise<void>> {
   let lost = false;
   let stopped = false;
   const onMessage = (from: string, keyId: string): void => {

@@ -130,9 +130,7 @@ export function schemaStatements(dialect: Dialect, tableName: string = DEFAULT_T
   }
   return [
     `CREATE TABLE IF NOT EXISTS ${q} (\n  ${columns.join(',\n  ')}\n)${dialect.tableOptions}`,
-    ...indexes.map(
-      (i) => `CREATE ${i.unique ? 'UNIQUE INDEX' : 'INDEX'} IF NOT EXISTS ${i.name} ON ${q} (${i.columns})${i.where}`,
-    ),
+    ...indexes.map((i) => `CREATE ${i.unique ? 'UNIQUE INDEX' : 'INDEX'} IF NOT EXISTS ${i.name} ON ${q} (${i.columns})${i.where}`),
   ];
 }
 

@@ -89,7 +89,9 @@ export async function run({ quick, log }) {
       const bareCpu = bareRuns.map((r) => r.cpuPerRequest);
       const guardedCpu = guardedRuns.map((r) => r.cpuPerRequest);
       log(`${fw.id}: bare ${bareRps.map(Math.round).join(', ')} req/s; guarded ${guardedRps.map(Math.round).join(', ')} req/s`);
-      log(`${fw.id}: server CPU per request, bare ${bareCpu.map((c) => c.toFixed(1)).join(', ')} µs; guarded ${guardedCpu.map((c) => c.toFixed(1)).join(', ')} µs`);
+      log(
+        `${fw.id}: server CPU per request, bare ${bareCpu.map((c) => c.toFixed(1)).join(', ')} µs; guarded ${guardedCpu.map((c) => c.toFixed(1)).join(', ')} µs`,
+      );
       const ratio = pairedRatio(guardedRps, bareRps);
       // The same comparison as capacity: how many requests one core serves, guarded ÷ bare.
       const capacity = pairedRatio(bareCpu, guardedCpu);

@@ -23,7 +23,13 @@ const STORES = [
       const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'));
       const db = new Database(join(dir, 'keys.db'));
       db.pragma('journal_mode = WAL');
-      return { client: db, close: () => { db.close(); rmSync(dir, { recursive: true, force: true }); } };
+      return {
+        client: db,
+        close: () => {
+          db.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
     },
     async make(mod, client) {
       const store = mod.sqliteStore(client, { table: uniqueName('kg_bench') });
@@ -83,7 +89,13 @@ export async function run({ quick, log }) {
   for (const spec of STORES) {
     const label = `keys.verify, ${spec.label}, 10k keys`;
     if (!hasDist(spec.dist)) {
-      rows.push(skippedRow(`${spec.id}-nocache`, label, `dist/${spec.dist}.js is not built (adapters/${spec.dist} missing when the library was built)`));
+      rows.push(
+        skippedRow(
+          `${spec.id}-nocache`,
+          label,
+          `dist/${spec.dist}.js is not built (adapters/${spec.dist} missing when the library was built)`,
+        ),
+      );
       continue;
     }
     const connection = await spec.open();
@@ -134,7 +146,13 @@ export async function run({ quick, log }) {
     }
   }
   if (memorySamples.length > 0) {
-    rows.unshift(timeRow({ id: 'memory-10k', label: 'keys.verify, MemoryStore, 10k keys (reference for the stores; all their rounds)', samples: memorySamples }));
+    rows.unshift(
+      timeRow({
+        id: 'memory-10k',
+        label: 'keys.verify, MemoryStore, 10k keys (reference for the stores; all their rounds)',
+        samples: memorySamples,
+      }),
+    );
   }
   return rows;
 }

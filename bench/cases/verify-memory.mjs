@@ -3,9 +3,10 @@
 import * as crypto from 'node:crypto';
 
 /** node:crypto's one-shot SHA-256 (crypto.hash, Node 20.12+), the cheapest digest Node offers. */
-const sha256 = typeof crypto.hash === 'function'
-  ? (text) => crypto.hash('sha256', text, 'base64url')
-  : (text) => crypto.createHash('sha256').update(text).digest('base64url');
+const sha256 =
+  typeof crypto.hash === 'function'
+    ? (text) => crypto.hash('sha256', text, 'base64url')
+    : (text) => crypto.createHash('sha256').update(text).digest('base64url');
 import { compare } from '../lib/harness.mjs';
 import { timeRow } from '../lib/report.mjs';
 import { assertValid, createKeys, fillStore, loadDist } from '../lib/keygate.mjs';
@@ -28,7 +29,15 @@ export async function run({ quick, log }) {
     const started = Date.now();
     // Filler first: it is older than the real keys, so every insert appends to the store's list.
     const real = Math.min(REAL_KEYS, size);
-    await fillStore({ insert: (record) => { limitMap.set(record.digest, record); return store.insert(record); } }, size - real);
+    await fillStore(
+      {
+        insert: (record) => {
+          limitMap.set(record.digest, record);
+          return store.insert(record);
+        },
+      },
+      size - real,
+    );
     const tokens = await createKeys(keys, real);
     for (const token of tokens) limitMap.set(sha256(token), { token });
     // Collect the filling's garbage now rather than during the rounds.

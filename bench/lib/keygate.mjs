@@ -107,5 +107,5 @@ export async function createKeys(keys, count, parallel = 1) {
 
 /** Throws unless `result` is a successful verify: a benchmark that measured rejections would lie. */
 export function assertValid(result, what) {
-  if (!result || result.valid !== true) throw new Error(`${what}: verify did not accept a real token (${JSON.stringify(result)})`);
+  if (result?.valid !== true) throw new Error(`${what}: verify did not accept a real token (${JSON.stringify(result)})`);
 }

@@ -38,10 +38,7 @@ function formatValue(row) {
 
 /** The Markdown table of all rows. */
 export function markdownTable(rows) {
-  const lines = [
-    '| Case | Median | Spread (min–max) | Ratio: median (min–max) | Target |',
-    '| --- | --- | --- | --- | --- |',
-  ];
+  const lines = ['| Case | Median | Spread (min–max) | Ratio: median (min–max) | Target |', '| --- | --- | --- | --- | --- |'];
   for (const row of rows) {
     if (row.skipped) {
       lines.push(`| ${row.label} | skipped: ${row.skipped} | | | |`);

@@ -47,9 +47,16 @@ export function basicAuth(password) {
     }
     res.set('WWW-Authenticate', 'Basic realm="keygate admin", charset="UTF-8"');
     if (req.accepts(['json', 'html']) === 'html') {
-      res.status(401).type('html').send('<!doctype html><title>Sign in required</title><p>Sign in as <b>admin</b> with the password printed when the server started.</p>');
+      res
+        .status(401)
+        .type('html')
+        .send(
+          '<!doctype html><title>Sign in required</title><p>Sign in as <b>admin</b> with the password printed when the server started.</p>',
+        );
     } else {
-      res.status(401).json({ error: { code: 'admin_auth_required', message: 'Sign in as admin with the admin password (HTTP Basic auth).' } });
+      res
+        .status(401)
+        .json({ error: { code: 'admin_auth_required', message: 'Sign in as admin with the admin password (HTTP Basic auth).' } });
     }
   };
 }
@@ -67,7 +74,9 @@ export function sameOriginWrites() {
     if (req.method === 'GET' || req.method === 'HEAD') return next();
     const origin = req.get('origin');
     if (origin !== undefined && origin !== `${req.protocol}://${req.get('host')}`) {
-      return res.status(403).json({ error: { code: 'cross_origin_write', message: 'Admin changes must come from the admin page itself.' } });
+      return res
+        .status(403)
+        .json({ error: { code: 'cross_origin_write', message: 'Admin changes must come from the admin page itself.' } });
     }
     if (req.method !== 'DELETE' && !req.is('application/json')) {
       return res.status(415).json({ error: { code: 'json_required', message: 'Send the request body as application/json.' } });

@@ -2,13 +2,7 @@
 
 import { fileURLToPath } from 'node:url';
 import express from 'express';
-import {
-  createKeyManager,
-  KeyNotFoundError,
-  StoreUnavailableError,
-  ValidationError,
-  VersionConflictError,
-} from 'keygate';
+import { createKeyManager, KeyNotFoundError, StoreUnavailableError, ValidationError, VersionConflictError } from 'keygate';
 import { basicAuth, sameOriginWrites } from './admin-auth.js';
 import { storeApi } from './store-api.js';
 
@@ -190,7 +184,9 @@ function errorHandler(error, req, res, next) {
     return res.status(404).json({ error: { code: error.code, message: 'This API key no longer exists; it may have been deleted.' } });
   }
   if (error instanceof VersionConflictError) {
-    return res.status(409).json({ error: { code: error.code, message: 'Someone else changed this key meanwhile. Close the form and open it again.' } });
+    return res
+      .status(409)
+      .json({ error: { code: error.code, message: 'Someone else changed this key meanwhile. Close the form and open it again.' } });
   }
   if (error instanceof StoreUnavailableError) {
     res.set('Retry-After', '5');

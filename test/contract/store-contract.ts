@@ -41,11 +41,7 @@ function manualClock(start = Date.UTC(2030, 0, 1)): { now: () => number; advance
  * @param name shown in the test report, e.g. `MemoryStore`
  * @param setup creates a fresh, empty store (own table / key prefix) for this suite
  */
-export function describeStoreContract(
-  name: string,
-  setup: () => Promise<StoreFixture>,
-  options: ContractOptions = {},
-): void {
+export function describeStoreContract(name: string, setup: () => Promise<StoreFixture>, options: ContractOptions = {}): void {
   const concurrentCreates = options.concurrentCreates ?? 1000;
   const concurrentEdits = options.concurrentEdits ?? 50;
 
@@ -273,11 +269,7 @@ export function describeStoreContract(
       await keys.verify(rotated);
       await keys.flush();
       const stored = await store.findById(key.id);
-      const reads = JSON.stringify([
-        await keys.get(key.id),
-        await keys.list({ ownerId: 'leak-check' }),
-        events,
-      ]);
+      const reads = JSON.stringify([await keys.get(key.id), await keys.list({ ownerId: 'leak-check' }), events]);
       const dump = await fixture.dump();
       for (const t of [token, rotated]) {
         const secret = t.slice(3);

@@ -52,7 +52,11 @@ describe('B2B store example: admin page protection', () => {
     expect(res.text).toContain('<h1>API Keys</h1>');
     expect(res.text).toContain('+ Create API key');
     expect(res.headers['content-security-policy']).toContain("script-src 'self'");
-    await http().get('/admin/assets/admin.js').auth(admin.user, admin.password).expect(200).expect('Content-Type', /javascript/);
+    await http()
+      .get('/admin/assets/admin.js')
+      .auth(admin.user, admin.password)
+      .expect(200)
+      .expect('Content-Type', /javascript/);
   });
 
   it('refuses writes that are not JSON or come from another origin, and creates nothing', async () => {
@@ -154,7 +158,9 @@ describe('B2B store example: a key through its whole life', () => {
     expect(none.status).toBe(401);
     expect(none.body.error.code).toBe('invalid_api_key');
     expect(none.headers['www-authenticate']).toMatch(/^Bearer/);
-    const wrong = await http().get('/api/orders').set('Authorization', `Bearer ${token.slice(0, -1)}${token.endsWith('a') ? 'b' : 'a'}`);
+    const wrong = await http()
+      .get('/api/orders')
+      .set('Authorization', `Bearer ${token.slice(0, -1)}${token.endsWith('a') ? 'b' : 'a'}`);
     expect(wrong.status).toBe(401);
   });
 

@@ -26,7 +26,8 @@ interface SqliteModule {
  * two test files from building at once.
  */
 export async function ensureBuilt(): Promise<void> {
-  const built = () => existsSync(join(ROOT, 'dist/index.js')) && existsSync(join(ROOT, 'dist/sqlite.js')) && existsSync(join(ROOT, 'dist/express.js'));
+  const built = () =>
+    existsSync(join(ROOT, 'dist/index.js')) && existsSync(join(ROOT, 'dist/sqlite.js')) && existsSync(join(ROOT, 'dist/express.js'));
   if (built()) return;
   const lock = join(tmpdir(), 'keygate-e2e-build.lock');
   const deadline = Date.now() + 120_000;

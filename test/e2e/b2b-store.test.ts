@@ -96,7 +96,15 @@ describe.skipIf(!HAS_CHROMIUM && !IN_CI)('B2B store example: the API Keys page i
     await page.getByRole('button', { name: '+ Create API key' }).click();
     expect(await page.getByLabel('Active').isChecked()).toBe(true);
     const labels = await page.locator('#scope-boxes label').allTextContents();
-    expect(labels.map((l) => l.trim())).toEqual(['All', 'Order list', 'Order edit', 'Product list', 'Product edit', 'Customer list', 'Customer edit']);
+    expect(labels.map((l) => l.trim())).toEqual([
+      'All',
+      'Order list',
+      'Order edit',
+      'Product list',
+      'Product edit',
+      'Customer list',
+      'Customer edit',
+    ]);
 
     await page.getByLabel('Product edit').check();
     expect(await page.getByLabel('Product list').isChecked()).toBe(true);

@@ -85,7 +85,9 @@ describe.skipIf(!url)('PostgreSQL LISTEN/NOTIFY: revocation across two processes
       await apply(key.id);
       const refused = (await next(child, 'refused', 5_000)) as Extract<Reply, { type: 'refused' }>;
       expect(refused.code).toBe(code);
-      console.log(`postgresInvalidation ${change}: refused by the second process ${(refused.at - started).toFixed(1)} ms after the change began`);
+      console.log(
+        `postgresInvalidation ${change}: refused by the second process ${(refused.at - started).toFixed(1)} ms after the change began`,
+      );
     });
   }
 });

@@ -199,10 +199,7 @@ describe.skipIf(!url)('revocation across processes over Redis pub/sub', () => {
        * with `code` well before its cache entry could expire. Returns ms from the call on A to the
        * refusal on B, and how long the call on A took.
        */
-      const trial = async (
-        change: (id: string) => Promise<string | null>,
-        code: string,
-      ): Promise<{ latency: number; call: number }> => {
+      const trial = async (change: (id: string) => Promise<string | null>, code: string): Promise<{ latency: number; call: number }> => {
         const { key, token } = await a.create({ name: 'revocable', scopes: ['all'] });
         expect((await a.verify(token)).valid).toBe(true);
         const first = await b.verify(token);

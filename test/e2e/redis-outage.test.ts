@@ -10,7 +10,15 @@ import { MemoryStore } from '../../adapters/memory/index.js';
 import { redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
-import { closeRedis, connectRedis, deletePrefix, randomPrefix, REDIS_CLIENT_KINDS, type AnyRedisClient, type RedisClientKind } from '../support/redis.js';
+import {
+  closeRedis,
+  connectRedis,
+  deletePrefix,
+  randomPrefix,
+  REDIS_CLIENT_KINDS,
+  type AnyRedisClient,
+  type RedisClientKind,
+} from '../support/redis.js';
 import { refusedPort, silentServer, TcpProxy } from '../support/tcp.js';
 
 const url = serviceUrl('redis');
@@ -169,6 +177,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
         cleanups.push(() => deletePrefix(admin, prefix));
         return prefix;
       };
+      // biome-ignore lint/suspicious/noDuplicateTestHooks: this hook belongs to the nested describe.skipIf
       beforeAll(async () => {
         admin = await connectRedis('ioredis', url as string);
         cleanups.push(() => closeRedis(admin));

@@ -117,7 +117,9 @@ describe.each([
     const fastify = app();
     await fastify.register(keygatePlugin, { keys });
     fastify.get('/open', async (request) => ({ apiKey: request.apiKey }));
-    fastify.get('/on-request', { onRequest: fastify.keygate.guard({ scope: 'orders:list' }) }, async (request) => ({ id: request.apiKey?.id }));
+    fastify.get('/on-request', { onRequest: fastify.keygate.guard({ scope: 'orders:list' }) }, async (request) => ({
+      id: request.apiKey?.id,
+    }));
     fastify.get('/pre-handler', { preHandler: [fastify.keygate.guard()] }, async (request) => ({ id: request.apiKey?.id }));
     // Route generics still type-check with the guard.
     fastify.get<{ Querystring: { page?: string } }>(
@@ -137,10 +139,13 @@ describe.each([
   it('guards every route of one plugin with addHook, leaving the others open', async () => {
     const fastify = app();
     await fastify.register(keygatePlugin, { keys, exposeReasons: true });
-    await fastify.register(async (api) => {
-      api.addHook('onRequest', api.keygate.guard({ scope: 'orders:list' }));
-      api.get('/orders', async (request) => ({ id: request.apiKey?.id }));
-    }, { prefix: '/api' });
+    await fastify.register(
+      async (api) => {
+        api.addHook('onRequest', api.keygate.guard({ scope: 'orders:list' }));
+        api.get('/orders', async (request) => ({ id: request.apiKey?.id }));
+      },
+      { prefix: '/api' },
+    );
     fastify.get('/health', async () => ({ ok: true }));
     const refused = await fastify.inject({ url: '/api/orders' });
     expect(refused.statusCode).toBe(401);
@@ -155,9 +160,9 @@ describe.each([
     await expect(noKeys.register(keygatePlugin, {} as { keys: KeyManager })).rejects.toThrow(ValidationError);
 
     const pluginScope = app();
-    await expect(
-      pluginScope.register(keygatePlugin, { keys, scope: 'orders:list' } as { keys: KeyManager }),
-    ).rejects.toMatchObject({ field: 'scope' });
+    await expect(pluginScope.register(keygatePlugin, { keys, scope: 'orders:list' } as { keys: KeyManager })).rejects.toMatchObject({
+      field: 'scope',
+    });
 
     const badProxy = app();
     await expect(badProxy.register(keygatePlugin, { keys, trustedProxies: ['10.0.0.0/40'] })).rejects.toMatchObject({

@@ -44,9 +44,9 @@ const bytes = fc
     fc.string({ unit: 'binary', maxLength: 200 }).map((s) => Buffer.from(s, 'utf8')),
     fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
     fc.string({ unit: 'grapheme', maxLength: 100 }).map((s) => Buffer.from(s, 'utf8')),
-    fc.constantFrom('kg_', 'Bearer ', ', , ,', ':', '=').chain((head) =>
-      fc.string({ maxLength: 60 }).map((tail) => Buffer.from(head + tail)),
-    ),
+    fc
+      .constantFrom('kg_', 'Bearer ', ', , ,', ':', '=')
+      .chain((head) => fc.string({ maxLength: 60 }).map((tail) => Buffer.from(head + tail))),
     fc.integer({ min: 1000, max: 30_000 }).map((n) => Buffer.alloc(n, 'k')),
   )
   .map((b) => Buffer.from(b.filter((byte) => byte !== 0x0d && byte !== 0x0a)));

@@ -72,7 +72,9 @@ describe.each(FRAMEWORKS)('$name guard', (framework) => {
   });
 
   it('never reads the key from the query string', async () => {
-    const reply = await exposing.send({ path: `/orders?api_key=${states.tokens.valid}&apiKey=${states.tokens.valid}&token=${states.tokens.valid}` });
+    const reply = await exposing.send({
+      path: `/orders?api_key=${states.tokens.valid}&apiKey=${states.tokens.valid}&token=${states.tokens.valid}`,
+    });
     expectOutcome(reply, { status: 401, reason: 'MISSING' }, states, true);
   });
 

@@ -20,7 +20,9 @@ describe('the packed package', () => {
 
   beforeAll(() => {
     project = mkdtempSync(join(tmpdir(), 'keygate-pack-'));
-    const packed = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', project], root)) as [{ filename: string; files: { path: string }[] }];
+    const packed = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', project], root)) as [
+      { filename: string; files: { path: string }[] },
+    ];
     const files = packed[0].files.map((f) => f.path);
     expect(files).toContain('dist/index.cjs');
     expect(files.some((f) => f.startsWith('src/') || f.startsWith('test/'))).toBe(false);
@@ -55,12 +57,18 @@ describe('the packed package', () => {
   const expected = { valid: true, sameClass: true, scopes: 7, loaded: subpaths.map(() => true) };
 
   it('works from CommonJS (require), with every subpath loadable without drivers installed', () => {
-    writeFileSync(join(project, 'main.cjs'), `(async () => { ${program((s) => (s === 's' ? 'require(s)' : `require('${s}')`))} })().catch((e) => { console.error(e); process.exit(1); });`);
+    writeFileSync(
+      join(project, 'main.cjs'),
+      `(async () => { ${program((s) => (s === 's' ? 'require(s)' : `require('${s}')`))} })().catch((e) => { console.error(e); process.exit(1); });`,
+    );
     expect(JSON.parse(run('node', ['main.cjs'], project))).toEqual(expected);
   });
 
   it('works from ESM (import), with every subpath loadable without drivers installed', () => {
-    writeFileSync(join(project, 'main.mjs'), program((s) => (s === 's' ? '(await import(s))' : `(await import('${s}'))`)));
+    writeFileSync(
+      join(project, 'main.mjs'),
+      program((s) => (s === 's' ? '(await import(s))' : `(await import('${s}'))`)),
+    );
     expect(JSON.parse(run('node', ['main.mjs'], project))).toEqual(expected);
   });
 
@@ -85,7 +93,15 @@ describe('the packed package', () => {
     writeFileSync(
       join(project, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { strict: true, noEmit: true, module: 'node16', moduleResolution: 'node16', target: 'es2022', types: ['node'], skipLibCheck: false },
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'node16',
+          moduleResolution: 'node16',
+          target: 'es2022',
+          types: ['node'],
+          skipLibCheck: false,
+        },
         files: ['esm.mts', 'cjs.cts'],
       }),
     );
@@ -96,7 +112,11 @@ describe('the packed package', () => {
   it('passes publint and Are the Types Wrong', () => {
     const publint = run('node', [join(root, 'node_modules/publint/src/cli.js'), '--strict'], root);
     expect(publint).not.toMatch(/error|warning/i);
-    const attw = run('node', [join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', '.', '--profile', 'node16', '--format', 'json'], root);
+    const attw = run(
+      'node',
+      [join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', '.', '--profile', 'node16', '--format', 'json'],
+      root,
+    );
     type Problem = { kind: string; resolutionKind?: string; entrypoint?: string };
     const report = JSON.parse(attw) as { analysis?: { problems?: Problem[] }; problems?: Problem[] };
     // node10 resolution has no "exports" support, so subpaths cannot resolve there by design.

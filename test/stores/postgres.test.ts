@@ -1,12 +1,7 @@
 // PostgreSQL (pg) on the shared store contract, the SQL store checks, and LISTEN/NOTIFY invalidation.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  postgresInvalidation,
-  postgresSchema,
-  postgresStore,
-  type PostgresQueryable,
-} from '../../adapters/postgres/index.js';
+import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQueryable } from '../../adapters/postgres/index.js';
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { describeStoreContract } from '../contract/store-contract.js';
 import { serviceUrl } from '../support/services.js';
@@ -168,7 +163,7 @@ describe.skipIf(!url)('PostgreSQL', () => {
       const bus = postgresInvalidation(pool, { channel });
       const r = recorder();
       const listening = async () =>
-        Number((await pool.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query = $1", [`LISTEN "${channel}"`])).rows[0].n);
+        Number((await pool.query('SELECT count(*) AS n FROM pg_stat_activity WHERE query = $1', [`LISTEN "${channel}"`])).rows[0].n);
       const stop = await bus.subscribe(r.subscriber);
       expect(await listening()).toBe(1);
       await stop();
@@ -205,7 +200,7 @@ describe.skipIf(!url)('PostgreSQL', () => {
       await stop();
     });
 
-    it('drops a changed key from another manager\'s cache at once', async () => {
+    it("drops a changed key from another manager's cache at once", async () => {
       const table = randomTable();
       const channel = randomTable('kg_chan');
       const store = postgresStore(pool, { table });

@@ -26,7 +26,9 @@ export function randomTable(prefix = 'kg_test'): string {
 export function rowsAsText(rows: readonly Record<string, unknown>[]): string {
   return JSON.stringify(
     rows.map((row) =>
-      Object.fromEntries(Object.entries(row).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : typeof v === 'bigint' ? String(v) : v])),
+      Object.fromEntries(
+        Object.entries(row).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : typeof v === 'bigint' ? String(v) : v]),
+      ),
     ),
   );
 }
@@ -180,7 +182,7 @@ export function describeSqlStore(name: string, makeHarness: () => Promise<SqlHar
     });
 
     it('refuses a table name that is not a plain identifier', () => {
-      for (const bad of ["keys; DROP TABLE x", 'a-b', '1keys', '"keys"', '', 'x'.repeat(64), 'a.b.c']) {
+      for (const bad of ['keys; DROP TABLE x', 'a-b', '1keys', '"keys"', '', 'x'.repeat(64), 'a.b.c']) {
         expect(() => harness.open(bad)).toThrow(/table: must be a plain identifier|table: must be at most/);
       }
     });

@@ -26,12 +26,18 @@ function fixture(db: Database.Database, onClose: () => void) {
   };
 }
 
-describeStoreContract('SQLite (in memory)', fixture(new Database(':memory:'), () => {}));
+describeStoreContract(
+  'SQLite (in memory)',
+  fixture(new Database(':memory:'), () => {}),
+);
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-'));
 const fileDb = new Database(join(dir, 'keys.db'));
 fileDb.pragma('journal_mode = WAL');
-describeStoreContract('SQLite (file)', fixture(fileDb, () => rmSync(dir, { recursive: true, force: true })));
+describeStoreContract(
+  'SQLite (file)',
+  fixture(fileDb, () => rmSync(dir, { recursive: true, force: true })),
+);
 
 describeSqlStore('SQLite', async () => {
   const db = new Database(':memory:');
@@ -66,7 +72,8 @@ describe('sqliteStore', () => {
     const store = sqliteStore({ exec: (s) => db.exec(s), prepare: (s) => (prepared++, db.prepare(s)) }, { table: 'reuse' });
     await store.migrate();
     for (let i = 0; i < 50; i++) await store.findByDigest(`d${i}`);
-    for (let i = 0; i < 50; i++) await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
+    for (let i = 0; i < 50; i++)
+      await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
     // findByDigest once, touch once per padded size (1, 2, 4, 8).
     expect(prepared).toBe(5);
     db.close();

@@ -39,7 +39,8 @@ export async function duplicateRedis(client: AnyRedisClient, errors: unknown[] =
   if (client instanceof Redis) {
     const copy = client.duplicate();
     copy.on('error', (error: unknown) => errors.push(error));
-    if (copy.status === 'wait') await copy.connect(); // lazyConnect is copied too
+    if (copy.status === 'wait')
+      await copy.connect(); // lazyConnect is copied too
     else if (copy.status !== 'ready') await new Promise((resolve) => copy.once('ready', resolve));
     return copy;
   }

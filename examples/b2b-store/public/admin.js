@@ -148,9 +148,7 @@ function renderKeys() {
 
 /** @param {KeyView} key */
 async function deleteKey(key) {
-  const sure = window.confirm(
-    `Delete the API key "${key.name}"?\n\nEvery system using it is refused at once. This cannot be undone.`,
-  );
+  const sure = window.confirm(`Delete the API key "${key.name}"?\n\nEvery system using it is refused at once. This cannot be undone.`);
   if (!sure) return;
   const { ok, status, data } = await api('DELETE', `/keys/${encodeURIComponent(key.id)}`);
   if (!ok && status !== 404) showPageError(data?.error?.message ?? 'Could not delete the key.');
@@ -233,7 +231,9 @@ function setScopes(granted) {
 function selectedScopes() {
   const allBox = allScope ? scopeBox(allScope.name) : undefined;
   if (allScope && allBox?.checked) return [allScope.name];
-  return scopeBoxes().filter((box) => box.checked).map((box) => box.value);
+  return scopeBoxes()
+    .filter((box) => box.checked)
+    .map((box) => box.value);
 }
 
 function clearErrors() {
