@@ -166,17 +166,17 @@ export function createTestKeys(options: TestKeysOptions = {}): TestKeys {
     const rotation = o.rotated === undefined || o.rotated === false ? null : o.rotated === true ? { gracePeriodMs: 0 } : o.rotated;
     // An expired key changed state before it expired; any other key changes now.
     const changeAt = expiredAt !== null ? createdAt : target;
-    minted++;
     try {
       clock.set(createdAt);
       const created = await keys.create({
-        name: o.name ?? `test key ${minted}`,
+        name: o.name ?? `test key ${minted + 1}`,
         scopes: o.scopes ?? ['all'],
         allowedIps: o.allowedIps,
         ownerId: o.ownerId,
         metadata: o.metadata,
         expiresAt: expiredAt ?? o.expiresAt,
       });
+      minted++;
       let key = created.key;
       let token = created.token;
       let previousToken: string | undefined;
