@@ -7,7 +7,7 @@ import { KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictE
 import { isIpAllowed, parseAllowedIps } from './ip.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore, ListPosition, TouchEntry } from './store.js';
-import { assertPrefix, createDigester, generateId, generateToken, hintOf, isWellFormedToken } from './token.js';
+import { assertPrefix, createDigester, hintOf, isWellFormedToken, randomTokenSource, TOKEN_SOURCE, type TokenSource } from './token.js';
 import type {
   ApiKey,
   CreateKeyInput,
@@ -239,6 +239,8 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
   const catalog = options.scopes ?? b2bWaveScopes;
   const digest = createDigester(options.pepper);
   const now = options.now ?? Date.now;
+  // Internal hook: keygate/testing passes seeded tokens for snapshot tests; everyone else gets the CSPRNG.
+  const tokens = (options as { [TOKEN_SOURCE]?: TokenSource })[TOKEN_SOURCE] ?? randomTokenSource;
   const storeTimeoutMs = options.storeTimeoutMs ?? 2000;
   if (!Number.isInteger(storeTimeoutMs) || storeTimeoutMs < 1) {
     throw new ValidationError('storeTimeoutMs', 'must be a positive whole number of ms');
@@ -450,9 +452,9 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
         throw new ValidationError('expiresAt', 'must be in the future for a new key');
       }
       const metadata = checkMetadata(input.metadata);
-      const token = generateToken(prefix);
+      const token = tokens.token(prefix);
       const record: KeyRecord = {
-        id: generateId(),
+        id: tokens.id(),
         ownerId,
         name,
         active,
@@ -547,7 +549,7 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
       if (!Number.isInteger(grace) || grace < 0) {
         throw new ValidationError('gracePeriodMs', 'must be a whole number of ms, 0 or more');
       }
-      const token = generateToken(prefix);
+      const token = tokens.token(prefix);
       const tokenDigest = digest(token);
       const record = await writeWithRetry(id, undefined, (current, at) => {
         let graceEnd: Date | null = grace > 0 ? new Date(at.getTime() + grace) : null;

@@ -5,7 +5,8 @@ import { createHash, createHmac, type KeyObject } from 'node:crypto';
 import { customAlphabet } from 'nanoid';
 import { ValidationError } from './errors.js';
 
-const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+/** The 62 characters of token bodies and ids. */
+export const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 /** 32 base62 characters carry 32 × log2(62) ≈ 190 bits. */
 export const RANDOM_LENGTH = 32;
 export const CHECKSUM_LENGTH = 6;
@@ -55,7 +56,12 @@ export function assertPrefix(prefix: unknown): asserts prefix is string {
 
 /** A new token for `prefix`: 190 random bits and a checksum. */
 export function generateToken(prefix: string): string {
-  const head = `${prefix}_${randomBody()}`;
+  return tokenWithBody(prefix, randomBody());
+}
+
+/** The token for `prefix` whose random part is `body` (32 base62 characters), with its checksum appended. */
+export function tokenWithBody(prefix: string, body: string): string {
+  const head = `${prefix}_${body}`;
   return head + checksumOf(head, head.length);
 }
 
@@ -66,6 +72,21 @@ export function generateToken(prefix: string): string {
 export function generateId(): string {
   return Buffer.from(randomId(), 'latin1').toString('latin1');
 }
+
+/** Where a manager gets new tokens and key ids. Internal: only `keygate/testing` replaces it. */
+export interface TokenSource {
+  token(prefix: string): string;
+  id(): string;
+}
+
+/** The default source: tokens and ids from the CSPRNG. */
+export const randomTokenSource: TokenSource = { token: generateToken, id: generateId };
+
+/**
+ * The manager option key under which `keygate/testing` passes a seeded {@link TokenSource}. It is
+ * not exported from the package face; `Symbol.for` keeps it one key across the ESM and CJS builds.
+ */
+export const TOKEN_SOURCE: unique symbol = Symbol.for('keygate.internal.tokenSource');
 
 /**
  * Whether `token` has the shape and checksum of a token with this prefix. Costs no store call:

@@ -48,20 +48,29 @@ describe('the packed package', () => {
     let sameClass = false;
     try { await store.insert({ ...(await keys.get(key.id)), digest: 'e', previousDigest: null, previousDigestExpiresAt: null }); }
     catch (e) { sameClass = e instanceof StoreConflictError && e instanceof KeygateError; }
+    const { createTestKeys } = ${load('keygate/testing')};
+    const t = createTestKeys({ seed: 'pack' });
+    const expired = await t.mint({ scopes: ['orders:list'], expired: true });
+    const testing = (await t.keys.verify(expired.token)).code;
     const loaded = [];
     for (const s of ${JSON.stringify(subpaths)}) loaded.push(Object.keys(${load('s')}).length > 0);
-    console.log(JSON.stringify({ valid: ok.valid, sameClass, scopes: b2bWaveScopes.list().length, loaded }));
+    console.log(JSON.stringify({ valid: ok.valid, sameClass, scopes: b2bWaveScopes.list().length, loaded, testing, seeded: expired.token }));
     await keys.close();
+    await t.close();
   `;
 
-  const expected = { valid: true, sameClass: true, scopes: 7, loaded: subpaths.map(() => true) };
+  const expected = { valid: true, sameClass: true, scopes: 7, loaded: subpaths.map(() => true), testing: 'EXPIRED' };
+  /** The seeded token each module format printed: the same seed must give the same token in both. */
+  const seeded: string[] = [];
 
   it('works from CommonJS (require), with every subpath loadable without drivers installed', () => {
     writeFileSync(
       join(project, 'main.cjs'),
       `(async () => { ${program((s) => (s === 's' ? 'require(s)' : `require('${s}')`))} })().catch((e) => { console.error(e); process.exit(1); });`,
     );
-    expect(JSON.parse(run('node', ['main.cjs'], project))).toEqual(expected);
+    const { seeded: token, ...rest } = JSON.parse(run('node', ['main.cjs'], project));
+    expect(rest).toEqual(expected);
+    seeded.push(token);
   });
 
   it('works from ESM (import), with every subpath loadable without drivers installed', () => {
@@ -69,13 +78,49 @@ describe('the packed package', () => {
       join(project, 'main.mjs'),
       program((s) => (s === 's' ? '(await import(s))' : `(await import('${s}'))`)),
     );
-    expect(JSON.parse(run('node', ['main.mjs'], project))).toEqual(expected);
+    const { seeded: token, ...rest } = JSON.parse(run('node', ['main.mjs'], project));
+    expect(rest).toEqual(expected);
+    seeded.push(token);
+  });
+
+  it('gives the same seeded test token from CommonJS and ESM, and a real one', () => {
+    expect(seeded).toHaveLength(2);
+    expect(seeded[0]).toMatch(/^kg_[0-9A-Za-z]{38}$/);
+    expect(seeded[1]).toBe(seeded[0]);
+  });
+
+  it('keeps keygate/testing out of the core entry: nothing it loads reaches the testing code', () => {
+    const dist = join(project, 'node_modules/keygate/dist');
+    for (const entry of ['index.js', 'index.cjs']) {
+      const seen = new Set<string>();
+      const visit = (file: string): void => {
+        if (seen.has(file)) return;
+        seen.add(file);
+        const text = readFileSync(join(dist, file), 'utf8');
+        expect(text, file).not.toMatch(/storeContractSuite|createTestKeys|assert\/strict/);
+        for (const m of text.matchAll(/(?:from |require\(|import\()\s*["']\.\/([^"']+)["']/g)) visit(m[1] as string);
+      };
+      visit(entry);
+      expect([...seen].some((f) => f.startsWith('testing'))).toBe(false);
+      expect(seen.size).toBeGreaterThan(1);
+    }
   });
 
   it('type-checks against the shipped declarations, from ESM and CommonJS TypeScript', () => {
     const source = `
       import { createKeyManager, type ApiKey, type VerifyResult, ValidationError } from 'keygate';
       import { MemoryStore } from 'keygate/memory';
+      import { createTestKeys, storeContractSuite, type MintedKey, type StoreFixture, type TestRunner } from 'keygate/testing';
+      export async function minted(): Promise<MintedKey> {
+        const t = createTestKeys({ prefix: 'shop', seed: 'types' });
+        t.clock.advance(1000);
+        return t.mint({ scopes: ['orders:list'], rotated: { gracePeriodMs: 60_000 }, allowedIps: ['127.0.0.1'] });
+      }
+      export function register(runner: TestRunner): void {
+        storeContractSuite(runner, async (): Promise<StoreFixture> => ({ store: new MemoryStore() }), { name: 'memory' });
+      }
+      // @ts-expect-error a runner needs at least describe and it
+      register({ describe: () => {} });
       const keys = createKeyManager({ store: new MemoryStore(), prefix: 'shop', storeTimeoutMs: 500 });
       export async function check(token: string): Promise<ApiKey | null> {
         const result: VerifyResult = await keys.verify(token, { scope: 'orders:list', ip: '127.0.0.1' });

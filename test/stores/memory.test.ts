@@ -1,13 +1,18 @@
 // MemoryStore on the shared contract suite.
 import { inspect } from 'node:util';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { MemoryStore } from '../../adapters/memory/index.js';
-import { describeStoreContract } from '../contract/store-contract.js';
+import { storeContractSuite } from '../../src/testing/index.js';
 
-describeStoreContract('MemoryStore', async () => {
-  const store = new MemoryStore();
-  return {
-    store,
-    dump: async () => inspect(store, { depth: Infinity, maxArrayLength: Infinity, maxStringLength: Infinity, showHidden: true }),
-    cleanup: async () => {},
-  };
-});
+storeContractSuite(
+  { describe, it, beforeAll, afterAll },
+  async () => {
+    const store = new MemoryStore();
+    return {
+      store,
+      dump: async () => inspect(store, { depth: Infinity, maxArrayLength: Infinity, maxStringLength: Infinity, showHidden: true }),
+      cleanup: async () => {},
+    };
+  },
+  { name: 'MemoryStore' },
+);

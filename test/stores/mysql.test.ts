@@ -4,27 +4,31 @@ import mysqlCallback from 'mysql2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mysqlSchema, mysqlStore, type MysqlPool } from '../../adapters/mysql/index.js';
 import { createKeyManager, ValidationError, type KeyRecord } from '../../src/index.js';
-import { describeStoreContract } from '../contract/store-contract.js';
+import { storeContractSuite } from '../../src/testing/index.js';
 import { serviceUrl } from '../support/services.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 
 const url = serviceUrl('mysql');
 
 describe.skipIf(!url)('MySQL', () => {
-  describeStoreContract('MySQL', async () => {
-    const pool = mysql.createPool({ uri: url, connectionLimit: 10 });
-    const table = randomTable();
-    const store = mysqlStore(pool, { table });
-    await store.migrate();
-    return {
-      store,
-      dump: async () => rowsAsText((await pool.query(`SELECT * FROM \`${table}\``))[0] as Record<string, unknown>[]),
-      cleanup: async () => {
-        await pool.query(`DROP TABLE IF EXISTS \`${table}\``);
-        await pool.end();
-      },
-    };
-  });
+  storeContractSuite(
+    { describe, it, beforeAll, afterAll },
+    async () => {
+      const pool = mysql.createPool({ uri: url, connectionLimit: 10 });
+      const table = randomTable();
+      const store = mysqlStore(pool, { table });
+      await store.migrate();
+      return {
+        store,
+        dump: async () => rowsAsText((await pool.query(`SELECT * FROM \`${table}\``))[0] as Record<string, unknown>[]),
+        cleanup: async () => {
+          await pool.query(`DROP TABLE IF EXISTS \`${table}\``);
+          await pool.end();
+        },
+      };
+    },
+    { name: 'MySQL' },
+  );
 
   describeSqlStore('MySQL', async () => {
     const pool = mysql.createPool({ uri: url, connectionLimit: 10, multipleStatements: true });

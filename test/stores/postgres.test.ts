@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQueryable } from '../../adapters/postgres/index.js';
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
-import { describeStoreContract } from '../contract/store-contract.js';
+import { storeContractSuite } from '../../src/testing/index.js';
 import { serviceUrl } from '../support/services.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 
@@ -19,20 +19,24 @@ async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5
 }
 
 describe.skipIf(!url)('PostgreSQL', () => {
-  describeStoreContract('PostgreSQL', async () => {
-    const pool = new pg.Pool({ connectionString: url, max: 10 });
-    const table = randomTable();
-    const store = postgresStore(pool, { table });
-    await store.migrate();
-    return {
-      store,
-      dump: async () => rowsAsText((await pool.query(`SELECT * FROM "${table}"`)).rows),
-      cleanup: async () => {
-        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-        await pool.end();
-      },
-    };
-  });
+  storeContractSuite(
+    { describe, it, beforeAll, afterAll },
+    async () => {
+      const pool = new pg.Pool({ connectionString: url, max: 10 });
+      const table = randomTable();
+      const store = postgresStore(pool, { table });
+      await store.migrate();
+      return {
+        store,
+        dump: async () => rowsAsText((await pool.query(`SELECT * FROM "${table}"`)).rows),
+        cleanup: async () => {
+          await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+          await pool.end();
+        },
+      };
+    },
+    { name: 'PostgreSQL' },
+  );
 
   describeSqlStore('PostgreSQL', async () => {
     const pool = new pg.Pool({ connectionString: url, max: 10 });

@@ -14,7 +14,7 @@ import {
   type KeyManagerOptions,
   type KeyRecord,
 } from '../../src/index.js';
-import { describeStoreContract } from '../contract/store-contract.js';
+import { storeContractSuite } from '../../src/testing/index.js';
 import { sampleRecord } from '../support/records.js';
 import { serviceUrl } from '../support/services.js';
 import {
@@ -66,18 +66,22 @@ function counting(client: AnyRedisClient): { client: RedisClientLike; count: () 
 
 for (const kind of REDIS_CLIENT_KINDS) {
   describe.skipIf(!url)(`RedisKeyStore with ${kind}`, () => {
-    describeStoreContract(`RedisKeyStore (${kind})`, async () => {
-      const client = await connectRedis(kind, url as string);
-      const prefix = randomPrefix('contract');
-      return {
-        store: redisStore(client, { prefix }),
-        dump: () => dumpPrefix(client, prefix),
-        cleanup: async () => {
-          await deletePrefix(client, prefix);
-          await closeRedis(client);
-        },
-      };
-    });
+    storeContractSuite(
+      { describe, it, beforeAll, afterAll },
+      async () => {
+        const client = await connectRedis(kind, url as string);
+        const prefix = randomPrefix('contract');
+        return {
+          store: redisStore(client, { prefix }),
+          dump: () => dumpPrefix(client, prefix),
+          cleanup: async () => {
+            await deletePrefix(client, prefix);
+            await closeRedis(client);
+          },
+        };
+      },
+      { name: `RedisKeyStore (${kind})` },
+    );
 
     describe(`Redis specifics (${kind})`, () => {
       let client: AnyRedisClient;

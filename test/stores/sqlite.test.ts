@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
-import { describeStoreContract } from '../contract/store-contract.js';
+import { storeContractSuite } from '../../src/testing/index.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 
 function fixture(db: Database.Database, onClose: () => void) {
@@ -26,17 +26,19 @@ function fixture(db: Database.Database, onClose: () => void) {
   };
 }
 
-describeStoreContract(
-  'SQLite (in memory)',
+storeContractSuite(
+  { describe, it, beforeAll, afterAll },
   fixture(new Database(':memory:'), () => {}),
+  { name: 'SQLite (in memory)' },
 );
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-'));
 const fileDb = new Database(join(dir, 'keys.db'));
 fileDb.pragma('journal_mode = WAL');
-describeStoreContract(
-  'SQLite (file)',
+storeContractSuite(
+  { describe, it, beforeAll, afterAll },
   fixture(fileDb, () => rmSync(dir, { recursive: true, force: true })),
+  { name: 'SQLite (file)' },
 );
 
 describeSqlStore('SQLite', async () => {

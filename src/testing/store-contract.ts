@@ -1,0 +1,456 @@
+// The store contract suite: every KeyStore behaviour the built-in stores pass, for any test runner.
+
+import assert from 'node:assert/strict';
+import { ValidationError } from '../errors.js';
+import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../manager.js';
+import type { KeyRecord, KeyStore } from '../store.js';
+import type { ApiKey } from '../types.js';
+import { hooksOf, type TestRunner } from './runner.js';
+
+/** What your setup function hands the suite: a fresh, empty store and how to inspect and remove it. */
+export interface StoreFixture {
+  /** The store under test, empty, with its own table / key prefix. */
+  store: KeyStore;
+  /**
+   * Every byte the store keeps, as text (rows, values, internals), for the check that no token or
+   * secret part is ever kept. A store that cannot show its raw contents leaves it out: that check
+   * then covers reads and events only.
+   * @default none
+   */
+  dump?: () => Promise<string>;
+  /** Drops what the setup created (tables, key prefixes) and closes its clients. @default none */
+  cleanup?: () => Promise<void>;
+}
+
+/** Options of {@link storeContractSuite}; the counts are also the flags for what a backend cannot take. */
+export interface StoreContractOptions {
+  /** Shown in the report as `<name>: store contract`. @default 'KeyStore' */
+  name?: string;
+  /** How many creates run at once; lower it for a backend with a request rate limit (at least 2). @default 1000 */
+  concurrentCreates?: number;
+  /** How many scope edits of one version race each other (at least 2). @default 50 */
+  concurrentEdits?: number;
+  /** The timeout of each check, in ms, for runners that take one (vitest, jest). @default 30000 */
+  timeoutMs?: number;
+  /** The timeout of setup and cleanup, in ms, for runners that take one. @default 60000 */
+  hookTimeoutMs?: number;
+}
+
+/** The clock the suite moves by hand, starting at 2030-01-01T00:00Z. */
+function manualClock(start = Date.UTC(2030, 0, 1)): { now: () => number; advance: (ms: number) => void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => void (t += ms) };
+}
+
+/** A record to write to the store directly; `id` is random unless given, `digest` is `d-${id}` unless given. */
+function sampleRecord(overrides: Partial<KeyRecord> = {}): KeyRecord {
+  const at = new Date(Date.UTC(2030, 0, 1));
+  const id = overrides.id ?? `rec${Math.random().toString(36).slice(2, 12)}`;
+  return {
+    id,
+    ownerId: null,
+    name: 'direct',
+    active: true,
+    scopes: ['orders:list'],
+    allowedIps: [],
+    hint: 'kg_abc…wxyz',
+    createdAt: at,
+    updatedAt: at,
+    lastUsedAt: null,
+    expiresAt: null,
+    metadata: {},
+    version: 1,
+    digest: `d-${id}`,
+    previousDigest: null,
+    previousDigestExpiresAt: null,
+    ...overrides,
+  };
+}
+
+/** Asserts that each listed field of `actual` deep-equals the expected value (the others are not compared). */
+function assertFields(actual: object | null | undefined, expected: Record<string, unknown>): void {
+  assert.ok(actual, `expected an object with ${Object.keys(expected).join(', ')}, got ${String(actual)}`);
+  for (const [field, value] of Object.entries(expected)) {
+    assert.deepStrictEqual((actual as Record<string, unknown>)[field], value, `field '${field}'`);
+  }
+}
+
+/**
+ * Asserts that `promise` rejects with a keygate error of this code. The code, not the class, is
+ * compared, so an error class loaded through `require` matches one loaded through `import`.
+ */
+async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof Error, `expected an Error with code ${code}, got ${String(error)}`);
+    assert.equal((error as { code?: unknown }).code, code, `expected code ${code}: ${error.message}`);
+    return true;
+  });
+}
+
+/** Asserts that `text` does not contain `secret`, without printing either on failure. */
+function assertAbsent(text: string, secret: string, where: string): void {
+  assert.ok(!text.includes(secret), `a token or digest occurs in ${where}`);
+}
+
+/**
+ * Registers the store contract suite with your test runner: the checks every built-in store passes
+ * (exact round trips, cursor pagination, compare-and-set under concurrency, no resurrection after
+ * delete, rotation grace periods, expiry, batched `lastUsedAt`, no secret at rest), run through a
+ * real manager and against the store directly. Assertions use `node:assert/strict`.
+ *
+ * @param runner your runner's `{ describe, it, beforeAll, afterAll }` (node:test: `{ describe, it, before, after }`)
+ * @param setup creates a fresh, empty store for this suite; called once, before the checks
+ *
+ * @example
+ * import { describe, it, beforeAll, afterAll } from 'vitest'
+ * import { storeContractSuite } from 'keygate/testing'
+ * storeContractSuite({ describe, it, beforeAll, afterAll }, async () => ({ store: new MyStore() }), { name: 'MyStore' })
+ */
+export function storeContractSuite(runner: TestRunner, setup: () => Promise<StoreFixture>, options: StoreContractOptions = {}): void {
+  const { beforeAll, afterAll } = hooksOf(runner);
+  const { describe, it } = runner;
+  const name = options.name ?? 'KeyStore';
+  const concurrentCreates = checkCount('concurrentCreates', options.concurrentCreates ?? 1000);
+  const concurrentEdits = checkCount('concurrentEdits', options.concurrentEdits ?? 50);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const hookTimeoutMs = options.hookTimeoutMs ?? 60_000;
+  const check = (title: string, body: () => Promise<void>, ms = timeoutMs): unknown => it(title, body, ms);
+
+  describe(`${name}: store contract`, () => {
+    let fixture: StoreFixture | undefined;
+    let store: KeyStore;
+    const clock = manualClock();
+    const managers: KeyManager[] = [];
+    const manager = (extra: Partial<KeyManagerOptions> = {}): KeyManager => {
+      const m = createKeyManager({ store, now: clock.now, storeTimeoutMs: 10_000, ...extra });
+      managers.push(m);
+      return m;
+    };
+
+    beforeAll(async () => {
+      fixture = await setup();
+      if (!fixture || typeof fixture.store?.findByDigest !== 'function') {
+        throw new ValidationError('setup', `(${name}) must resolve to { store, dump?, cleanup? } with a KeyStore as store`);
+      }
+      store = fixture.store;
+    }, hookTimeoutMs);
+
+    afterAll(async () => {
+      for (const m of managers) await m.close();
+      await fixture?.cleanup?.();
+    }, hookTimeoutMs);
+
+    check('creates a key and reads back every field exactly', async () => {
+      const keys = manager();
+      const expiresAt = new Date(clock.now() + 86_400_000);
+      const { key, token } = await keys.create({
+        name: '  ERP sync  ',
+        scopes: ['products:list', 'orders:edit'],
+        allowedIps: '203.0.113.7,2001:DB8::1',
+        ownerId: 'shop-42',
+        expiresAt,
+        metadata: { team: 'ops', nested: { n: 1, list: [true, null, 'x'] } },
+      });
+      assert.match(token, /^kg_[0-9A-Za-z]{38}$/);
+      const read = await keys.get(key.id);
+      assert.deepStrictEqual(read, key);
+      assertFields(read, {
+        name: 'ERP sync',
+        active: true,
+        scopes: ['orders:edit', 'products:list'],
+        allowedIps: ['203.0.113.7', '2001:db8::1'],
+        ownerId: 'shop-42',
+        lastUsedAt: null,
+        version: 1,
+        metadata: { team: 'ops', nested: { n: 1, list: [true, null, 'x'] } },
+      });
+      assert.equal(read?.expiresAt?.getTime(), expiresAt.getTime());
+      assert.equal(read?.createdAt.getTime(), clock.now());
+      assert.equal((await keys.verify(token, { scope: 'orders:list', ip: '203.0.113.7' })).valid, true);
+    });
+
+    check('returns null for an id that does not exist', async () => {
+      assert.equal(await manager().get('does-not-exist'), null);
+      assert.equal(await store.findById('does-not-exist'), null);
+      assert.equal(await store.findByDigest('no-such-digest'), null);
+    });
+
+    check('keeps hostile and unicode text exactly as given, through bound parameters', async () => {
+      const keys = manager();
+      const names = ["'); DROP TABLE keys;--", 'Zürich ☕ 東京 𝄞', '"quoted" \\ back\\slash %_ like'];
+      for (const n of names) {
+        const { key, token } = await keys.create({ name: n, scopes: ['all'], ownerId: `${n}-owner`, metadata: { n } });
+        assert.equal((await keys.get(key.id))?.name, n);
+        assert.deepStrictEqual((await keys.get(key.id))?.metadata, { n });
+        assert.equal((await keys.verify(token)).valid, true);
+        assert.deepStrictEqual(
+          (await keys.list({ ownerId: `${n}-owner` })).keys.map((k) => k.id),
+          [key.id],
+        );
+      }
+    });
+
+    check('lists with cursor pagination, by owner and by active flag', async () => {
+      const keys = manager();
+      const owner = `owner-${Math.random().toString(36).slice(2)}`;
+      const created: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        const { key } = await keys.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: owner, active: i % 5 !== 0 });
+        created.push(key.id);
+        if (i % 3 === 0) clock.advance(1); // some keys share a creation millisecond
+      }
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page = await keys.list({ ownerId: owner, limit: 10, cursor });
+        assert.ok(page.keys.length <= 10, `a page of limit 10 has ${page.keys.length} keys`);
+        seen.push(...page.keys.map((k) => k.id));
+        cursor = page.nextCursor;
+        pages++;
+      } while (cursor !== null);
+      assert.equal(pages, 3);
+      assert.equal(new Set(seen).size, 25);
+      assert.deepStrictEqual(seen.sort(), [...created].sort());
+      // Order: creation time, then id.
+      const all = (await keys.list({ ownerId: owner, limit: 100 })).keys;
+      const sorted = [...all].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      assert.deepStrictEqual(
+        all.map((k) => k.id),
+        sorted.map((k) => k.id),
+      );
+      const inactive = await keys.list({ ownerId: owner, active: false });
+      assert.equal(inactive.keys.length, 5);
+      assert.ok(inactive.keys.every((k) => !k.active));
+      assert.equal((await keys.list({ ownerId: owner, active: true })).keys.length, 20);
+      assert.deepStrictEqual((await keys.list({ ownerId: `${owner}-none` })).keys, []);
+    });
+
+    check('updates with compare-and-set on version', async () => {
+      const keys = manager();
+      const { key, token } = await keys.create({ name: 'cas', scopes: ['orders:list'] });
+      const v2 = await keys.update(key.id, { scopes: ['orders:edit'] }, { expectedVersion: 1 });
+      assert.equal(v2.version, 2);
+      assert.deepStrictEqual(v2.scopes, ['orders:edit']);
+      await rejectsWithCode(keys.update(key.id, { name: 'stale' }, { expectedVersion: 1 }), 'VERSION_CONFLICT');
+      assert.equal((await keys.get(key.id))?.name, 'cas');
+      assert.equal((await keys.verify(token, { scope: 'orders:edit' })).valid, true);
+      await rejectsWithCode(keys.update('missing-id', { name: 'x' }), 'KEY_NOT_FOUND');
+    });
+
+    check(`lets exactly one of ${concurrentEdits} parallel edits of one version win`, async () => {
+      const keys = manager();
+      const { key } = await keys.create({ name: 'race', scopes: ['orders:list'] });
+      const scopes = ['orders:edit', 'products:list', 'products:edit', 'customers:list', 'customers:edit'];
+      const results = await Promise.allSettled(
+        Array.from({ length: concurrentEdits }, (_, i) =>
+          keys.update(key.id, { scopes: [scopes[i % scopes.length] as string] }, { expectedVersion: 1 }),
+        ),
+      );
+      const won = results.filter((r): r is PromiseFulfilledResult<ApiKey> => r.status === 'fulfilled');
+      const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.equal(won.length, 1, `${won.length} of ${concurrentEdits} edits of version 1 were written`);
+      for (const r of lost) assert.equal((r.reason as { code?: unknown }).code, 'VERSION_CONFLICT', String(r.reason));
+      const final = await keys.get(key.id);
+      assert.equal(final?.version, 2);
+      assert.deepStrictEqual(final?.scopes, won[0]?.value.scopes);
+    });
+
+    check('applies concurrent edits without expectedVersion one after another, losing none', async () => {
+      const keys = manager();
+      const { key } = await keys.create({ name: 'merge', scopes: ['orders:list'] });
+      await Promise.all([
+        keys.update(key.id, { name: 'renamed' }),
+        keys.update(key.id, { metadata: { a: 1 } }),
+        keys.update(key.id, { allowedIps: '127.0.0.1' }),
+      ]);
+      assertFields(await keys.get(key.id), { name: 'renamed', metadata: { a: 1 }, allowedIps: ['127.0.0.1'], version: 4 });
+    });
+
+    check('never brings back a key when an update races its delete', async () => {
+      const keys = manager();
+      for (let i = 0; i < 20; i++) {
+        const { key, token } = await keys.create({ name: `doomed ${i}`, scopes: ['orders:list'] });
+        const ops = [
+          keys.update(key.id, { name: `edited ${i}` }).catch((e: unknown) => e),
+          keys.delete(key.id),
+          keys.deactivate(key.id).catch((e: unknown) => e),
+        ];
+        if (i % 2) ops.reverse();
+        await Promise.all(ops);
+        assert.equal(await keys.get(key.id), null);
+        assert.equal((await keys.verify(token)).valid, false);
+        assert.equal(await store.update(sampleRecord({ id: key.id, version: 99 }), 98), false);
+        assert.equal(await keys.get(key.id), null);
+      }
+    });
+
+    check('deactivates, activates and deletes', async () => {
+      const keys = manager();
+      const { key, token } = await keys.create({ name: 'toggle', scopes: ['all'] });
+      assert.equal((await keys.deactivate(key.id)).active, false);
+      assertFields(await keys.verify(token), { valid: false, code: 'INACTIVE' });
+      assert.equal((await keys.activate(key.id)).active, true);
+      assert.equal((await keys.verify(token)).valid, true);
+      assert.equal(await keys.delete(key.id), true);
+      assert.equal(await keys.delete(key.id), false);
+      assertFields(await keys.verify(token), { valid: false, code: 'NOT_FOUND' });
+      await rejectsWithCode(keys.activate(key.id), 'KEY_NOT_FOUND');
+    });
+
+    check('rotates: the old token works during the grace period only', async () => {
+      const keys = manager();
+      const { key, token: oldToken } = await keys.create({ name: 'rotate', scopes: ['all'] });
+      const { key: rotated, token: newToken } = await keys.rotate(key.id, { gracePeriodMs: 60_000 });
+      assert.notEqual(newToken, oldToken);
+      assert.notEqual(rotated.hint, key.hint);
+      assert.equal(rotated.version, 2);
+      assert.equal((await keys.verify(newToken)).valid, true);
+      assert.equal((await keys.verify(oldToken)).valid, true);
+      clock.advance(60_001);
+      assert.equal((await keys.verify(newToken)).valid, true);
+      assertFields(await keys.verify(oldToken), { valid: false, code: 'NOT_FOUND' });
+      // Without a grace period the old token stops at once.
+      const { token: third } = await keys.rotate(key.id);
+      assertFields(await keys.verify(newToken), { valid: false, code: 'NOT_FOUND' });
+      assert.equal((await keys.verify(third)).valid, true);
+    });
+
+    check('ends a rotation grace period no later than the key expires', async () => {
+      const keys = manager();
+      const { key, token: oldToken } = await keys.create({
+        name: 'expiring',
+        scopes: ['all'],
+        expiresAt: new Date(clock.now() + 10_000),
+      });
+      const { token: newToken } = await keys.rotate(key.id, { gracePeriodMs: 3_600_000 });
+      clock.advance(5_000);
+      assert.equal((await keys.verify(oldToken)).valid, true);
+      clock.advance(5_001);
+      assert.equal((await keys.verify(oldToken)).valid, false);
+      assertFields(await keys.verify(newToken), { valid: false, code: 'EXPIRED' });
+    });
+
+    check('refuses an expired key with EXPIRED', async () => {
+      const keys = manager();
+      const { token } = await keys.create({ name: 'short', scopes: ['all'], expiresAt: clock.now() + 1000 });
+      assert.equal((await keys.verify(token)).valid, true);
+      clock.advance(1000);
+      assertFields(await keys.verify(token), { valid: false, code: 'EXPIRED' });
+    });
+
+    check('never returns or keeps a token or digest', async () => {
+      const events: unknown[] = [];
+      const keys = manager({ onEvent: (e) => events.push(e) });
+      const { key, token } = await keys.create({ name: 'secret', scopes: ['all'], ownerId: 'leak-check' });
+      const { token: rotated } = await keys.rotate(key.id, { gracePeriodMs: 1000 });
+      await keys.verify(token);
+      await keys.verify(rotated);
+      await keys.flush();
+      const stored = await store.findById(key.id);
+      const reads = JSON.stringify([await keys.get(key.id), await keys.list({ ownerId: 'leak-check' }), events]);
+      const dump = fixture?.dump ? await fixture.dump() : null;
+      for (const t of [token, rotated]) {
+        const secret = t.slice(3);
+        if (dump !== null) {
+          assertAbsent(dump, secret, 'the store dump');
+          assertAbsent(dump, secret.slice(0, 32), 'the store dump');
+        }
+        assertAbsent(reads, secret, 'get, list or events');
+      }
+      assert.ok(stored?.digest, 'the stored record has a digest');
+      assertAbsent(reads, stored.digest, 'get, list or events');
+      assert.ok(stored.previousDigest, 'the rotated record keeps the previous digest during its grace period');
+      assertAbsent(reads, stored.previousDigest, 'get, list or events');
+      assert.doesNotMatch(reads, /digest/i);
+    });
+
+    check(
+      `gives ${concurrentCreates} concurrent creates distinct ids and digests`,
+      async () => {
+        const keys = manager();
+        const results = await Promise.all(
+          Array.from({ length: concurrentCreates }, (_, i) => keys.create({ name: `bulk ${i}`, scopes: ['orders:list'], ownerId: 'bulk' })),
+        );
+        assert.equal(new Set(results.map((r) => r.key.id)).size, concurrentCreates);
+        assert.equal(new Set(results.map((r) => r.token)).size, concurrentCreates);
+        const sample = results.filter((_, i) => i % Math.ceil(concurrentCreates / 20) === 0);
+        for (const r of sample) assert.equal((await keys.verify(r.token)).valid, true);
+        let count = 0;
+        let cursor: string | null = null;
+        do {
+          const page = await keys.list({ ownerId: 'bulk', limit: 1000, cursor });
+          count += page.keys.length;
+          cursor = page.nextCursor;
+        } while (cursor);
+        assert.equal(count, concurrentCreates);
+      },
+      Math.max(timeoutMs, 120_000),
+    );
+
+    check('rejects an insert whose id or digest is taken', async () => {
+      const a = sampleRecord();
+      await store.insert(a);
+      await rejectsWithCode(store.insert(sampleRecord({ id: a.id, digest: 'other-digest' })), 'STORE_CONFLICT');
+      await rejectsWithCode(store.insert(sampleRecord({ digest: a.digest })), 'STORE_CONFLICT');
+      assert.equal((await store.findById(a.id))?.digest, a.digest);
+    });
+
+    check('finds a record by its previous digest too', async () => {
+      const a = sampleRecord({ previousDigest: 'prev-digest-x', previousDigestExpiresAt: new Date(Date.UTC(2031, 0, 1)) });
+      await store.insert(a);
+      assert.equal((await store.findByDigest('prev-digest-x'))?.id, a.id);
+      assert.equal((await store.findByDigest(a.digest))?.id, a.id);
+      assert.equal((await store.findByDigest(a.digest))?.previousDigestExpiresAt?.getTime(), Date.UTC(2031, 0, 1));
+    });
+
+    check('update never creates a record', async () => {
+      const ghost = sampleRecord();
+      assert.equal(await store.update(ghost, 1), false);
+      assert.equal(await store.findById(ghost.id), null);
+      assert.equal(await store.findByDigest(ghost.digest), null);
+    });
+
+    check('writes lastUsedAt in batches without changing version, and never for deleted keys', async () => {
+      const keys = manager({ lastUsedFlushMs: 60_000 });
+      const { key, token } = await keys.create({ name: 'used', scopes: ['all'] });
+      const { key: gone, token: goneToken } = await keys.create({ name: 'gone', scopes: ['all'] });
+      for (let i = 0; i < 10; i++) await keys.verify(token);
+      await keys.verify(goneToken);
+      assert.equal((await keys.get(key.id))?.lastUsedAt, null);
+      await store.delete(gone.id);
+      await keys.flush();
+      const used = await keys.get(key.id);
+      assert.equal(used?.lastUsedAt?.getTime(), clock.now());
+      assert.equal(used?.version, 1);
+      assert.equal(await keys.get(gone.id), null);
+      // An older time never overwrites a newer one.
+      await store.touch([{ id: key.id, lastUsedAt: new Date(clock.now() - 10_000) }]);
+      assert.equal((await keys.get(key.id))?.lastUsedAt?.getTime(), clock.now());
+      await store.touch([]);
+    });
+
+    check('forgets both digests on delete; findByDigestNow, when the store has it, agrees with findByDigest', async () => {
+      const a = sampleRecord({ previousDigest: `prev-${Math.random()}`, previousDigestExpiresAt: new Date(Date.UTC(2031, 0, 1)) });
+      const digests = [a.digest, a.previousDigest as string, 'no-such-digest'];
+      await store.insert(a);
+      // Optional: only stores that hold every key in this process implement findByDigestNow.
+      const now = store.findByDigestNow?.bind(store);
+      for (const d of digests) {
+        const found = await store.findByDigest(d);
+        assert.equal(found?.id ?? null, d === 'no-such-digest' ? null : a.id);
+        if (now) assert.deepStrictEqual(now(d), found, `findByDigestNow('${d}')`);
+      }
+      assert.equal(await store.delete(a.id), true);
+      for (const d of digests) {
+        assert.equal(await store.findByDigest(d), null);
+        if (now) assert.equal(now(d), null);
+      }
+    });
+  });
+}
+
+function checkCount(field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 2) throw new ValidationError(field, `must be a whole number of at least 2, got ${value}`);
+  return value;
+}
