@@ -12,7 +12,7 @@ const entries: Record<string, string> = {
   express: 'adapters/express/index.ts',
   koa: 'adapters/koa/index.ts',
   fastify: 'adapters/fastify/index.ts',
-  testing: 'src/testing/index.ts',
+  testing: 'adapters/testing/index.ts',
 };
 
 export default defineConfig({

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../adapters/memory/index.js';
 import { ValidationError } from '../../src/index.js';
-import { createTestKeys } from '../../src/testing/index.js';
+import { createTestKeys } from '../../adapters/testing/index.js';
 
 const code = async (t: ReturnType<typeof createTestKeys>, token: string | undefined, options?: { ip?: string; scope?: string }) => {
   const result = await t.keys.verify(token, options);

@@ -2,7 +2,7 @@
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { MemoryStore } from '../../adapters/memory/index.js';
-import { storeContractSuite } from '../../src/testing/index.js';
+import { storeContractSuite } from '../../adapters/testing/index.js';
 
 storeContractSuite(
   { describe, it, beforeAll, afterAll },

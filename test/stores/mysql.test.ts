@@ -4,7 +4,7 @@ import mysqlCallback from 'mysql2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mysqlSchema, mysqlStore, type MysqlPool } from '../../adapters/mysql/index.js';
 import { createKeyManager, ValidationError, type KeyRecord } from '../../src/index.js';
-import { storeContractSuite } from '../../src/testing/index.js';
+import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 

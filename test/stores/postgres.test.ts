@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQueryable } from '../../adapters/postgres/index.js';
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
-import { storeContractSuite } from '../../src/testing/index.js';
+import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 

@@ -14,7 +14,7 @@ import {
   type KeyManagerOptions,
   type KeyRecord,
 } from '../../src/index.js';
-import { storeContractSuite } from '../../src/testing/index.js';
+import { storeContractSuite } from '../../adapters/testing/index.js';
 import { sampleRecord } from '../support/records.js';
 import { serviceUrl } from '../support/services.js';
 import {

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
-import { storeContractSuite } from '../../src/testing/index.js';
+import { storeContractSuite } from '../../adapters/testing/index.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 
 function fixture(db: Database.Database, onClose: () => void) {

@@ -1,10 +1,10 @@
 // The store contract suite: every KeyStore behaviour the built-in stores pass, for any test runner.
 
 import assert from 'node:assert/strict';
-import { ValidationError } from '../errors.js';
-import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../manager.js';
-import type { KeyRecord, KeyStore } from '../store.js';
-import type { ApiKey } from '../types.js';
+import { ValidationError } from '../../src/errors.js';
+import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
+import type { KeyRecord, KeyStore } from '../../src/store.js';
+import type { ApiKey } from '../../src/types.js';
 import { hooksOf, type TestRunner } from './runner.js';
 
 /** What your setup function hands the suite: a fresh, empty store and how to inspect and remove it. */

@@ -1,11 +1,11 @@
 // createTestKeys(): an in-memory key manager with a hand-moved clock, and keys minted in any state, for apps' own tests.
 
-import { MemoryStore } from '../../adapters/memory/index.js';
-import { ValidationError } from '../errors.js';
-import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../manager.js';
-import type { KeyStore } from '../store.js';
-import { randomTokenSource, TOKEN_SOURCE, type TokenSource } from '../token.js';
-import type { AllowedIpsInput, ApiKey, KeyMetadata } from '../types.js';
+import { MemoryStore } from '../memory/index.js';
+import { ValidationError } from '../../src/errors.js';
+import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
+import type { KeyStore } from '../../src/store.js';
+import { randomTokenSource, TOKEN_SOURCE, type TokenSource } from '../../src/token.js';
+import type { AllowedIpsInput, ApiKey, KeyMetadata } from '../../src/types.js';
 import { seededTokenSource } from './seeded.js';
 
 /** A date as the manager takes one: a Date, an ISO 8601 string or ms since 1970. */

@@ -1,7 +1,7 @@
 // Seeded tokens and ids for snapshot tests: the same seed gives the same sequence in every run.
 
 import { createHash } from 'node:crypto';
-import { BASE62, RANDOM_LENGTH, tokenWithBody, type TokenSource } from '../token.js';
+import { BASE62, RANDOM_LENGTH, tokenWithBody, type TokenSource } from '../../src/token.js';
 
 /**
  * A base62 stream from SHA-256 in counter mode over `seed` and `stream`. Bytes of 248 and above

@@ -1,6 +1,6 @@
 // The test-runner shape the shipped suites are registered with: vitest, jest and node:test all fit.
 
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../../src/errors.js';
 
 /** A test body. The suites only register async bodies and never use a runner's context argument. */
 export type TestBody = () => Promise<void>;
