@@ -26,8 +26,8 @@ export interface PackedProject {
   dir: string;
   /** The paths inside the tarball. */
   files: string[];
-  /** Makes packages of the repository's own node_modules (drivers, frameworks) resolvable from the project. */
-  link(...names: string[]): void;
+  /** Makes a package of the repository's node_modules (a driver, a framework) importable as `name`, from `source` (an alias such as `redis5`). */
+  link(name: string, source?: string): void;
   /** Deletes the project. */
   remove(): void;
 }
@@ -43,12 +43,10 @@ export function createPackedProject(label = 'pack'): PackedProject {
   ];
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, version: '1.0.0' }));
   run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', join(dir, packed[0].filename)], dir);
-  const link = (...names: string[]) => {
-    for (const name of names) {
-      const target = join(dir, 'node_modules', name);
-      mkdirSync(resolve(target, '..'), { recursive: true });
-      symlinkSync(join(root, 'node_modules', name), target);
-    }
+  const link = (name: string, source = name) => {
+    const target = join(dir, 'node_modules', name);
+    mkdirSync(resolve(target, '..'), { recursive: true });
+    symlinkSync(join(root, 'node_modules', source), target);
   };
   link('@types/node');
   return {
