@@ -1,40 +1,25 @@
 // The published package: packed, installed into a fresh project, used from CJS, ESM and TypeScript.
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPackedProject, type PackedProject, packageSubpaths, root, run } from './packed.js';
 
-const root = resolve(__dirname, '../..');
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { exports: Record<string, unknown> };
-const subpaths = Object.keys(pkg.exports)
-  .filter((s) => s !== './package.json')
-  .map((s) => (s === '.' ? 'keygate' : `keygate/${s.slice(2)}`));
-
-function run(command: string, args: string[], cwd: string): string {
-  return execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
-}
+const subpaths = packageSubpaths();
 
 describe('the packed package', () => {
+  let packed: PackedProject | undefined;
   let project: string;
 
   beforeAll(() => {
-    project = mkdtempSync(join(tmpdir(), 'keygate-pack-'));
-    const packed = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', project], root)) as [
-      { filename: string; files: { path: string }[] },
-    ];
-    const files = packed[0].files.map((f) => f.path);
-    expect(files).toContain('dist/index.cjs');
-    expect(files.some((f) => f.startsWith('src/') || f.startsWith('test/'))).toBe(false);
-    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, version: '1.0.0' }));
     // Only the tarball and its own dependencies: no driver, no framework.
-    run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', join(project, packed[0].filename)], project);
-    mkdirSync(join(project, 'node_modules/@types'), { recursive: true });
-    symlinkSync(join(root, 'node_modules/@types/node'), join(project, 'node_modules/@types/node'));
+    packed = createPackedProject('pack');
+    project = packed.dir;
+    expect(packed.files).toContain('dist/index.cjs');
+    expect(packed.files.some((f) => f.startsWith('src/') || f.startsWith('test/'))).toBe(false);
   }, 240_000);
 
   afterAll(() => {
-    if (project) rmSync(project, { recursive: true, force: true });
+    packed?.remove();
   });
 
   const program = (load: (s: string) => string) => `
