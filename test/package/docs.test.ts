@@ -5,8 +5,9 @@
 // that reads `process.env.DATABASE_URL` or `process.env.REDIS_URL` needs that server: it gets a
 // database (or Redis database) of its own for the run from the KEYGATE_TEST_* variables, and is
 // skipped without them (under CI=true it fails instead). A block that starts a server reads
-// `process.env.PORT` and must stop it: a block that does not exit fails. ```ts fragment marks a
-// block that is not run; the run counts and names them.
+// `process.env.PORT` and must stop it: a block that does not exit fails. A block that imports vitest
+// is a test file and runs under vitest. ```ts fragment marks a block that is not run; the run
+// counts and names them.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -68,12 +69,25 @@ function peerCopies(): [string, string, string][] {
             (JSON.parse(readFileSync(join(root, 'node_modules', dir, 'package.json'), 'utf8')) as { version: string }).version,
           ] as const,
       )
-      .filter(([, version]) => satisfies(version, range))
+      // The copy must run on this Node too (better-sqlite3 13 needs Node 22: on 20 the block gets 12).
+      .filter(([dir, version]) => satisfies(version, range) && runsHere(dir))
       .sort((a, b) => (satisfies(a[1], `<${b[1]}`) ? 1 : -1));
     if (!copies[0]) throw new Error(`no copy of ${name} in node_modules satisfies its peer range ${range}`);
     return [name, copies[0][0], copies[0][1]];
   });
 }
+
+/** Whether the package in node_modules/`dir` declares support for the running Node (its `engines.node`). */
+function runsHere(dir: string): boolean {
+  const manifest = JSON.parse(readFileSync(join(root, 'node_modules', dir, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+  const range = manifest.engines?.node;
+  return (
+    range === undefined || /^>=\s*\d+(\.\d+){0,2}$/.test(range) === false || satisfies(process.versions.node, range.replace(/\s+/g, ''))
+  );
+}
+
+/** Test tools a block may import, linked from the repository: a block that imports vitest runs under it. */
+const TOOLS = ['vitest', 'supertest'];
 
 interface Block {
   page: string;
@@ -213,10 +227,10 @@ async function isolate(name: ServiceName, base: string): Promise<Isolated> {
   throw new Error('every Redis database 1..15 is claimed by another run of the docs test');
 }
 
-/** Runs one file with node; resolves with its exit status and output, killing it after `timeoutMs`. */
-function runNode(file: string, cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number) {
+/** Runs node with these arguments (a file, or vitest and a file); resolves with its exit status and output, killing it after `timeoutMs`. */
+function runNode(args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number) {
   return new Promise<{ code: number | null; timedOut: boolean; out: string }>((resolve) => {
-    const child = spawn(process.execPath, [file], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -241,6 +255,7 @@ describe(`every code block of the docs (with ${peers.map(([name, , version]) => 
   beforeAll(async () => {
     project = createPackedProject('docs');
     for (const [name, source] of peers) project.link(name, source);
+    for (const name of TOOLS) project.link(name);
     // As in the repository: .js files are ES modules.
     const manifest = join(project.dir, 'package.json');
     writeFileSync(manifest, JSON.stringify({ ...JSON.parse(readFileSync(manifest, 'utf8')), type: 'module' }));
@@ -297,16 +312,20 @@ describe(`every code block of the docs (with ${peers.map(([name, , version]) => 
           block.lang === 'ts' || block.lang === 'typescript'
             ? (await transform(block.code, { loader: 'ts', format: 'esm', target: 'node20' })).code
             : block.code;
-        const file = join(dir, `${base}.mjs`);
+        // A block that imports vitest is a test file: it runs under vitest, as its reader would run it.
+        const underVitest = /from ['"]vitest['"]/.test(block.code);
+        const file = join(dir, underVitest ? `${base}.test.mjs` : `${base}.mjs`);
         writeFileSync(file, source);
         const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(await freePort()) };
         for (const v of ['DATABASE_URL', 'REDIS_URL', 'CI', ...Object.values(SERVICES).map((s) => s.variable)]) delete env[v];
+        for (const v of Object.keys(env)) if (v.startsWith('VITEST') || v === 'NODE_ENV') delete env[v];
         for (const name of block.services) {
           const url = isolated.get(name)!.url;
           if (name === 'redis') env.REDIS_URL = url;
           else env.DATABASE_URL = url;
         }
-        const result = await runNode(file, dir, env, BLOCK_TIMEOUT_MS);
+        const args = underVitest ? [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir, file] : [file];
+        const result = await runNode(args, dir, env, BLOCK_TIMEOUT_MS);
         const shown = `${where}, run as ${relative(project!.dir, file)}:\n${result.out}`;
         if (result.timedOut) {
           throw new Error(`did not exit within ${BLOCK_TIMEOUT_MS} ms (a block that starts a server must stop it). ${shown}`);
