@@ -146,7 +146,7 @@ describe.skipIf(!url)('revocation across processes over Redis pub/sub', () => {
       splitting: false,
       sourcemap: false,
       clean: false,
-      external: ['ioredis', 'redis', 'redis5', 'lru-cache', 'nanoid'],
+      external: ['ioredis', 'ioredis5', 'redis', 'redis4', 'redis5', 'lru-cache', 'nanoid'],
     });
     const file = readdirSync(outDir).find((f) => f.startsWith('redis-instance.') && /\.m?js$/.test(f));
     if (!file) throw new Error(`tsup produced no redis-instance script in ${outDir}`);

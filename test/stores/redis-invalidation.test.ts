@@ -1,13 +1,20 @@
-// redisInvalidation(): delivery over Redis pub/sub with ioredis and node-redis, and a full flush after a lost connection.
+// redisInvalidation(): delivery over Redis pub/sub with ioredis 5 and 6 and node-redis 4, 5 and 6 (RESP2 and RESP3), and a full flush after a lost connection.
 
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
-import { createClient } from 'redis';
 import { redisInvalidation, type RedisInvalidationOptions } from '../../adapters/redis/index.js';
 import { StoreUnavailableError, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
-import { closeRedis, connectRedis, REDIS_CLIENT_KINDS, type AnyRedisClient } from '../support/redis.js';
+import {
+  closeRedis,
+  connectRedis,
+  isClientReady,
+  newIoRedis,
+  newNodeRedis,
+  REDIS_CLIENT_SETUPS,
+  setupLabel,
+  type AnyRedisClient,
+} from '../support/redis.js';
 import { TcpProxy } from '../support/tcp.js';
 
 const url = serviceUrl('redis');
@@ -35,16 +42,16 @@ async function until(condition: () => boolean, what: string, timeoutMs = 10_000)
   }
 }
 
-const isReady = (client: AnyRedisClient): boolean => (client instanceof Redis ? client.status === 'ready' : client.isReady);
+const isReady = isClientReady;
 const channelName = (): string => `kgt-invalidate-${randomBytes(6).toString('hex')}`;
 
-for (const kind of REDIS_CLIENT_KINDS) {
-  describe.skipIf(!url)(`redisInvalidation with ${kind}`, () => {
+for (const setup of REDIS_CLIENT_SETUPS) {
+  describe.skipIf(!url)(`redisInvalidation with ${setupLabel(setup)}`, () => {
     const clients: AnyRedisClient[] = [];
     const stops: Array<() => Promise<void>> = [];
     let publisher: AnyRedisClient;
     const connect = async (to = url as string): Promise<AnyRedisClient> => {
-      const client = await connectRedis(kind, to);
+      const client = await connectRedis(setup, to);
       clients.push(client);
       return client;
     };
@@ -148,15 +155,17 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
 describe('redisInvalidation() arguments', () => {
   it('refuses what is not a client, and an empty channel', () => {
-    const publisher = new Redis({ lazyConnect: true });
-    const subscriber = new Redis({ lazyConnect: true });
-    const node = createClient();
+    const publisher = newIoRedis('ioredis@6', { lazyConnect: true });
+    const subscriber = newIoRedis('ioredis@5', { lazyConnect: true });
+    const node6 = newNodeRedis('node-redis@6', {});
+    const node4 = newNodeRedis('node-redis@4', {});
     try {
       expect(() => redisInvalidation({ publisher, subscriber: {} as Subscriber })).toThrow(ValidationError);
-      expect(() => redisInvalidation({ publisher: {} as Redis, subscriber })).toThrow(ValidationError);
+      expect(() => redisInvalidation({ publisher: {} as RedisInvalidationOptions['publisher'], subscriber })).toThrow(ValidationError);
       expect(() => redisInvalidation({ publisher, subscriber, channel: '' })).toThrow(ValidationError);
-      expect(() => redisInvalidation({ publisher, subscriber: node })).not.toThrow();
-      expect(() => redisInvalidation({ publisher: node, subscriber })).not.toThrow();
+      expect(() => redisInvalidation({ publisher, subscriber: node6 })).not.toThrow();
+      expect(() => redisInvalidation({ publisher: node4, subscriber })).not.toThrow();
+      expect(() => redisInvalidation({ publisher: node6, subscriber: node4 })).not.toThrow();
     } finally {
       publisher.disconnect();
       subscriber.disconnect();
