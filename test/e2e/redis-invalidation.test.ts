@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { build } from 'tsup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisInvalidation, redisStore, type RedisInvalidationOptions } from '../../adapters/redis/index.js';
+import { redisInvalidation, redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, type KeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
 import {
@@ -173,9 +173,7 @@ describe.skipIf(!url)('revocation across processes over Redis pub/sub', () => {
       beforeAll(async () => {
         client = await connectRedis(kindA, url as string);
         subscriber = await duplicateRedis(client);
-        const observed = observeSubscription(
-          redisInvalidation({ publisher: client, subscriber: subscriber as RedisInvalidationOptions['subscriber'], channel }),
-        );
+        const observed = observeSubscription(redisInvalidation({ publisher: client, subscriber, channel }));
         a = createKeyManager({
           store: redisStore(client, { prefix }),
           cache: { ttlMs: TTL_MS },

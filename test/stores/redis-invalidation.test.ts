@@ -67,8 +67,8 @@ for (const setup of REDIS_CLIENT_SETUPS) {
 
     it('delivers each invalidation to every subscribed instance, the publishing one included', async () => {
       const channel = channelName();
-      const a = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
-      const b = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
+      const a = redisInvalidation({ publisher, subscriber: await connect(), channel });
+      const b = redisInvalidation({ publisher, subscriber: await connect(), channel });
       const ra = recorder();
       const rb = recorder();
       stops.push(await a.subscribe(ra), await b.subscribe(rb));
@@ -80,9 +80,9 @@ for (const setup of REDIS_CLIENT_SETUPS) {
     });
 
     it('keeps channels apart', async () => {
-      const subscriber = (await connect()) as Subscriber;
+      const subscriber = await connect();
       const mine = redisInvalidation({ publisher, subscriber, channel: channelName() });
-      const other = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel: channelName() });
+      const other = redisInvalidation({ publisher, subscriber: await connect(), channel: channelName() });
       const r = recorder();
       stops.push(await mine.subscribe(r));
       await other.publish('not-for-me');
@@ -94,8 +94,8 @@ for (const setup of REDIS_CLIENT_SETUPS) {
 
     it('stops delivering once stopped', async () => {
       const channel = channelName();
-      const bus = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
-      const witness = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
+      const bus = redisInvalidation({ publisher, subscriber: await connect(), channel });
+      const witness = redisInvalidation({ publisher, subscriber: await connect(), channel });
       const r = recorder();
       const w = recorder();
       const stop = await bus.subscribe(r);
@@ -113,7 +113,7 @@ for (const setup of REDIS_CLIENT_SETUPS) {
       stops.push(() => proxy.close());
       const subscriber = await connect(`redis://127.0.0.1:${proxy.port}`);
       const channel = channelName();
-      const bus = redisInvalidation({ publisher, subscriber: subscriber as Subscriber, channel });
+      const bus = redisInvalidation({ publisher, subscriber: subscriber, channel });
       // A message published from inside a reset() must arrive: when the bus flushes, it listens already.
       let reconnected = false;
       const r = recorder(() => {
@@ -140,7 +140,7 @@ for (const setup of REDIS_CLIENT_SETUPS) {
 
     it('publish fails at once while the publisher is not connected', async () => {
       const down = await connect();
-      const bus = redisInvalidation({ publisher: down, subscriber: (await connect()) as Subscriber });
+      const bus = redisInvalidation({ publisher: down, subscriber: await connect() });
       await closeRedis(down);
       await until(() => !isReady(down), 'the publisher to close');
       await expect(bus.publish('x')).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -148,7 +148,7 @@ for (const setup of REDIS_CLIENT_SETUPS) {
 
     it('refuses the same connection as publisher and subscriber', async () => {
       const client = await connect();
-      expect(() => redisInvalidation({ publisher: client, subscriber: client as Subscriber })).toThrow(ValidationError);
+      expect(() => redisInvalidation({ publisher: client, subscriber: client })).toThrow(ValidationError);
     });
   });
 }
