@@ -178,9 +178,9 @@ for (const kind of REDIS_CLIENT_KINDS) {
       await expectServing(keys, token);
     });
 
-    it.runIf(kind === 'ioredis@6')(
-      'a server that accepts but never answers, ready check off but RESP3: the HELLO is never answered, so every verify fails at once',
-      async () => {
+    // Only ioredis 6 keeps a connected client out of 'ready' until its RESP3 HELLO is answered.
+    if (kind === 'ioredis@6') {
+      it('a server that accepts but never answers, ready check off but RESP3: the HELLO is never answered, so every verify fails at once', async () => {
         const silent = await silentServer();
         cleanups.push(silent.close);
         const client = clientFor(kind, silent.port, false, 3);
@@ -192,8 +192,8 @@ for (const kind of REDIS_CLIENT_KINDS) {
         for (const reason of reasons) expect(reason.message).toMatch(/not connected \(connect\)/);
         expect(isClientReady(client)).toBe(false);
         await expectServing(keys, token);
-      },
-    );
+      });
+    }
 
     describe.skipIf(!url)('with a real Redis behind a proxy', () => {
       let proxy: TcpProxy;
