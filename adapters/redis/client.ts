@@ -4,24 +4,31 @@ import { createHash } from 'node:crypto';
 import { StoreUnavailableError, ValidationError } from '../../src/errors.js';
 
 /**
- * The part of an ioredis client (`new Redis()` or `new Cluster()`, ioredis 5) that keygate uses.
- * Declared here so that keygate does not depend on ioredis.
+ * The part of an ioredis client (`new Redis()` or `new Cluster()`) that keygate uses, alike in
+ * the supported majors: ioredis 5 and 6 (6 speaks RESP3 by default; either protocol and either
+ * `replyMapping` works). Declared here so that keygate does not depend on ioredis.
  */
 export interface IoRedisClientLike {
-  /** `'ready'` once connected; `'connecting'`, `'reconnecting'`, `'end'`, … otherwise. */
+  /**
+   * `'ready'` once connected and set up; `'wait'` before a `lazyConnect` client's first command;
+   * `'connecting'`, `'connect'` (ioredis 6: until its HELLO is answered), `'reconnecting'`,
+   * `'end'`, … otherwise.
+   */
   readonly status: string;
   /** Sends one command with its arguments. */
   call(command: string, args: string[]): Promise<unknown>;
 }
 
 /**
- * The part of a node-redis client (`createClient()` of `redis` 4.6+ or 5) that keygate uses.
- * Declared here so that keygate does not depend on redis.
+ * The part of a node-redis client (`createClient()`) that keygate uses, alike in the supported
+ * majors: `redis` 4.6+, 5 and 6 (6 speaks RESP3 by default; `RESP: 2` or `3` both work). A
+ * cluster (`createCluster()`) has another `sendCommand` and is not supported. Declared here so
+ * that keygate does not depend on redis.
  */
 export interface NodeRedisClientLike {
   /** `true` while connected and ready for commands. */
   readonly isReady: boolean;
-  /** Sends one command, name first. */
+  /** Sends one command, name first (4.6+: `sendCommand(args, options?)`, the options unused). */
   sendCommand(args: string[]): Promise<unknown>;
 }
 
@@ -55,9 +62,16 @@ export function clientKind(client: unknown, field: string): 'ioredis' | 'node-re
 
 /**
  * One function that sends a command over either client. A client that is not ready (connecting,
- * reconnecting, closed) makes the call reject at once: commands never pile up in the client's
- * offline queue while Redis is away. An ioredis client created with `lazyConnect` and not yet
- * connected (`status: 'wait'`) is let through: its first command opens the connection.
+ * setting up, reconnecting, closed) makes the call reject at once: commands never pile up in the
+ * client's offline queue while Redis is away. An ioredis client created with `lazyConnect` and
+ * not yet connected (`status: 'wait'`) is let through: its first command opens the connection.
+ *
+ * The replies are the same whichever protocol the client negotiated: the store sends only
+ * EVALSHA/EVAL (of scripts that never call `redis.setresp(3)`, so Redis converts their results
+ * as for RESP2: Lua `false` and `nil` become null), HMGET and PUBLISH, whose RESP3 replies are the
+ * RESP2 ones (arrays, integers, bulk strings, nulls). A command with a map, set, double or
+ * boolean reply (HGETALL, ZRANGE … WITHSCORES, …) would come back in another shape from each
+ * client and protocol.
  */
 export function commandSender(client: RedisClientLike, field: string): SendCommand {
   if (clientKind(client, field) === 'ioredis') {
@@ -95,7 +109,9 @@ export class LuaScript {
     try {
       return await send(operation, ['EVALSHA', this.sha, ...tail]);
     } catch (error) {
-      // After a restart or SCRIPT FLUSH the script is loaded again by EVAL, which caches it.
+      // After a restart or SCRIPT FLUSH the script is loaded again by EVAL, which caches it. The
+      // error class differs (ioredis 5 ReplyError, 6 SimpleError; node-redis 4 ErrorReply, 5 and
+      // 6 SimpleError); its message is Redis's own in all of them.
       if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
         return send(operation, ['EVAL', this.source, ...tail]);
       }

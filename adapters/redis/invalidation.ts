@@ -10,7 +10,10 @@ interface Emitter {
   removeListener(event: string, listener: (...args: string[]) => void): unknown;
 }
 
-/** The part of an ioredis client that the bus needs for its subscriber connection. */
+/**
+ * The part of an ioredis client (5 or 6, RESP2 or RESP3) that the bus needs for its subscriber
+ * connection; messages come as 'message' events in every case.
+ */
 export interface IoRedisSubscriberLike extends Emitter {
   readonly status: string;
   call(command: string, args: string[]): Promise<unknown>;
@@ -18,7 +21,10 @@ export interface IoRedisSubscriberLike extends Emitter {
   unsubscribe(channel: string): Promise<unknown>;
 }
 
-/** The part of a node-redis client (4.6+, 5) that the bus needs for its subscriber connection. */
+/**
+ * The part of a node-redis client (4.6+, 5 or 6, RESP2 or RESP3) that the bus needs for its
+ * subscriber connection.
+ */
 export interface NodeRedisSubscriberLike extends Emitter {
   readonly isReady: boolean;
   sendCommand(args: string[]): Promise<unknown>;

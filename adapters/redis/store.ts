@@ -217,7 +217,7 @@ export class RedisKeyStore implements KeyStore {
 }
 
 /**
- * A {@link RedisKeyStore} over your own ioredis (5) or node-redis (4.6+, 5) client.
+ * A {@link RedisKeyStore} over your own ioredis (5, 6) or node-redis (4.6+, 5, 6) client.
  *
  * @example
  * import { createClient } from 'redis'

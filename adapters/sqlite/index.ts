@@ -13,7 +13,7 @@ export interface SqliteStatement {
   run(...params: unknown[]): { changes: number | bigint };
 }
 
-/** The part of a better-sqlite3 `Database` (v11 or v12) the store uses. */
+/** The part of a better-sqlite3 `Database` (11, 12 or 13; 13 needs Node.js 22 or later) the store uses. */
 export interface SqliteDatabase {
   prepare(source: string): SqliteStatement;
   exec(source: string): unknown;

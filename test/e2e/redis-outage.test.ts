@@ -3,9 +3,6 @@
 import { createServer, type Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
-import { createClient as createClient4 } from 'redis';
-import { createClient as createClient5 } from 'redis5';
 import { MemoryStore } from '../../adapters/memory/index.js';
 import { redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyManager } from '../../src/index.js';
@@ -14,6 +11,11 @@ import {
   closeRedis,
   connectRedis,
   deletePrefix,
+  familyOf,
+  isClientReady,
+  isIoRedis,
+  newIoRedis,
+  newNodeRedis,
   randomPrefix,
   REDIS_CLIENT_KINDS,
   type AnyRedisClient,
@@ -27,28 +29,36 @@ const STORE_TIMEOUT_MS = 300;
 const MARGIN_MS = 700;
 const CONCURRENT = 50;
 
-/** A client of `kind` pointed at 127.0.0.1:port, created as an application would (not awaited). */
-function clientFor(kind: RedisClientKind, port: number, handshake = true): AnyRedisClient {
-  if (kind === 'ioredis') {
+/**
+ * A client of `kind` pointed at 127.0.0.1:port, created as an application would (not awaited).
+ * Without `handshake`, the client sends nothing before the application's commands: for ioredis 6
+ * that also takes RESP2, since its RESP3 HELLO must be answered before it is ready.
+ */
+function clientFor(kind: RedisClientKind, port: number, handshake = true, protocol?: 2 | 3): AnyRedisClient {
+  if (familyOf(kind) === 'ioredis') {
     // ioredis defaults otherwise: offline queue on, 20 retries per request, reconnect forever.
-    const client = new Redis({ host: '127.0.0.1', port, enableReadyCheck: handshake, disableClientInfo: !handshake });
+    const client = newIoRedis(kind, {
+      host: '127.0.0.1',
+      port,
+      enableReadyCheck: handshake,
+      disableClientInfo: !handshake,
+      ...(kind === 'ioredis@6' ? { protocol: protocol ?? (handshake ? 3 : 2) } : {}),
+    });
     client.on('error', () => {});
     return client;
   }
-  const options = {
+  const client = newNodeRedis(kind, {
     socket: { host: '127.0.0.1', port, reconnectStrategy: (retries: number) => Math.min(retries * 50, 300) },
     disableClientInfo: !handshake,
-  };
-  const client = kind === 'node-redis@4' ? createClient4(options) : createClient5(options);
+  });
   client.on('error', () => {});
-  client.connect().catch(() => {});
+  (client as { connect(): Promise<unknown> }).connect().catch(() => {});
   return client;
 }
 
 async function untilReady(client: AnyRedisClient, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  const ready = (): boolean => (client instanceof Redis ? client.status === 'ready' : client.isReady);
-  while (!ready()) {
+  while (!isClientReady(client)) {
     if (Date.now() > end) throw new Error('the Redis client did not become ready');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -162,11 +172,28 @@ for (const kind of REDIS_CLIENT_KINDS) {
       cleanups.push(silent.close);
       const client = clientFor(kind, silent.port, false);
       const keys = managerOver(client);
-      if (client instanceof Redis) await untilReady(client); // no ready check: 'ready' on connect
+      if (isIoRedis(client)) await untilReady(client); // no ready check: 'ready' on connect
       const reasons = await expectBoundedFailures(keys, token);
-      if (client instanceof Redis) for (const reason of reasons) expect(reason.message).toMatch(/no answer within 300 ms/);
+      if (isIoRedis(client)) for (const reason of reasons) expect(reason.message).toMatch(/no answer within 300 ms/);
       await expectServing(keys, token);
     });
+
+    // Only ioredis 6 keeps a connected client out of 'ready' until its RESP3 HELLO is answered.
+    if (kind === 'ioredis@6') {
+      it('a server that accepts but never answers, ready check off but RESP3: the HELLO is never answered, so every verify fails at once', async () => {
+        const silent = await silentServer();
+        cleanups.push(silent.close);
+        const client = clientFor(kind, silent.port, false, 3);
+        const keys = managerOver(client);
+        // Connected, HELLO sent, no answer: ioredis 6 stays in 'connect' and never reaches 'ready'.
+        const end = Date.now() + 5000;
+        while (isIoRedis(client) && client.status !== 'connect' && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+        const reasons = await expectBoundedFailures(keys, token);
+        for (const reason of reasons) expect(reason.message).toMatch(/not connected \(connect\)/);
+        expect(isClientReady(client)).toBe(false);
+        await expectServing(keys, token);
+      });
+    }
 
     describe.skipIf(!url)('with a real Redis behind a proxy', () => {
       let proxy: TcpProxy;
@@ -179,7 +206,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
       };
       // biome-ignore lint/suspicious/noDuplicateTestHooks: this hook belongs to the nested describe.skipIf
       beforeAll(async () => {
-        admin = await connectRedis('ioredis', url as string);
+        admin = await connectRedis('ioredis@6', url as string);
         cleanups.push(() => closeRedis(admin));
         const target = new URL(url as string);
         proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 6379) });
@@ -211,7 +238,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
         try {
           // The client notices the drop and starts reconnecting.
           const end = Date.now() + 5000;
-          while ((client instanceof Redis ? client.status === 'ready' : client.isReady) && Date.now() < end) {
+          while (isClientReady(client) && Date.now() < end) {
             await new Promise((resolve) => setTimeout(resolve, 10));
           }
           const reasons = await expectBoundedFailures(keys, real);

@@ -1,5 +1,5 @@
 // The published package: packed, installed into a fresh project, used from CJS, ESM and TypeScript.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPackedProject, type PackedProject, packageSubpaths, root, run } from './packed.js';

@@ -1,13 +1,20 @@
-// redisInvalidation(): delivery over Redis pub/sub with ioredis and node-redis, and a full flush after a lost connection.
+// redisInvalidation(): delivery over Redis pub/sub with ioredis 5 and 6 and node-redis 4, 5 and 6 (RESP2 and RESP3), and a full flush after a lost connection.
 
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
-import { createClient } from 'redis';
 import { redisInvalidation, type RedisInvalidationOptions } from '../../adapters/redis/index.js';
 import { StoreUnavailableError, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
-import { closeRedis, connectRedis, REDIS_CLIENT_KINDS, type AnyRedisClient } from '../support/redis.js';
+import {
+  closeRedis,
+  connectRedis,
+  isClientReady,
+  newIoRedis,
+  newNodeRedis,
+  REDIS_CLIENT_SETUPS,
+  setupLabel,
+  type AnyRedisClient,
+} from '../support/redis.js';
 import { TcpProxy } from '../support/tcp.js';
 
 const url = serviceUrl('redis');
@@ -35,16 +42,16 @@ async function until(condition: () => boolean, what: string, timeoutMs = 10_000)
   }
 }
 
-const isReady = (client: AnyRedisClient): boolean => (client instanceof Redis ? client.status === 'ready' : client.isReady);
+const isReady = isClientReady;
 const channelName = (): string => `kgt-invalidate-${randomBytes(6).toString('hex')}`;
 
-for (const kind of REDIS_CLIENT_KINDS) {
-  describe.skipIf(!url)(`redisInvalidation with ${kind}`, () => {
+for (const setup of REDIS_CLIENT_SETUPS) {
+  describe.skipIf(!url)(`redisInvalidation with ${setupLabel(setup)}`, () => {
     const clients: AnyRedisClient[] = [];
     const stops: Array<() => Promise<void>> = [];
     let publisher: AnyRedisClient;
     const connect = async (to = url as string): Promise<AnyRedisClient> => {
-      const client = await connectRedis(kind, to);
+      const client = await connectRedis(setup, to);
       clients.push(client);
       return client;
     };
@@ -60,8 +67,8 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
     it('delivers each invalidation to every subscribed instance, the publishing one included', async () => {
       const channel = channelName();
-      const a = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
-      const b = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
+      const a = redisInvalidation({ publisher, subscriber: await connect(), channel });
+      const b = redisInvalidation({ publisher, subscriber: await connect(), channel });
       const ra = recorder();
       const rb = recorder();
       stops.push(await a.subscribe(ra), await b.subscribe(rb));
@@ -73,9 +80,9 @@ for (const kind of REDIS_CLIENT_KINDS) {
     });
 
     it('keeps channels apart', async () => {
-      const subscriber = (await connect()) as Subscriber;
+      const subscriber = await connect();
       const mine = redisInvalidation({ publisher, subscriber, channel: channelName() });
-      const other = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel: channelName() });
+      const other = redisInvalidation({ publisher, subscriber: await connect(), channel: channelName() });
       const r = recorder();
       stops.push(await mine.subscribe(r));
       await other.publish('not-for-me');
@@ -87,8 +94,8 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
     it('stops delivering once stopped', async () => {
       const channel = channelName();
-      const bus = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
-      const witness = redisInvalidation({ publisher, subscriber: (await connect()) as Subscriber, channel });
+      const bus = redisInvalidation({ publisher, subscriber: await connect(), channel });
+      const witness = redisInvalidation({ publisher, subscriber: await connect(), channel });
       const r = recorder();
       const w = recorder();
       const stop = await bus.subscribe(r);
@@ -106,7 +113,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
       stops.push(() => proxy.close());
       const subscriber = await connect(`redis://127.0.0.1:${proxy.port}`);
       const channel = channelName();
-      const bus = redisInvalidation({ publisher, subscriber: subscriber as Subscriber, channel });
+      const bus = redisInvalidation({ publisher, subscriber: subscriber, channel });
       // A message published from inside a reset() must arrive: when the bus flushes, it listens already.
       let reconnected = false;
       const r = recorder(() => {
@@ -133,7 +140,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
     it('publish fails at once while the publisher is not connected', async () => {
       const down = await connect();
-      const bus = redisInvalidation({ publisher: down, subscriber: (await connect()) as Subscriber });
+      const bus = redisInvalidation({ publisher: down, subscriber: await connect() });
       await closeRedis(down);
       await until(() => !isReady(down), 'the publisher to close');
       await expect(bus.publish('x')).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -141,22 +148,24 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
     it('refuses the same connection as publisher and subscriber', async () => {
       const client = await connect();
-      expect(() => redisInvalidation({ publisher: client, subscriber: client as Subscriber })).toThrow(ValidationError);
+      expect(() => redisInvalidation({ publisher: client, subscriber: client })).toThrow(ValidationError);
     });
   });
 }
 
 describe('redisInvalidation() arguments', () => {
   it('refuses what is not a client, and an empty channel', () => {
-    const publisher = new Redis({ lazyConnect: true });
-    const subscriber = new Redis({ lazyConnect: true });
-    const node = createClient();
+    const publisher = newIoRedis('ioredis@6', { lazyConnect: true });
+    const subscriber = newIoRedis('ioredis@5', { lazyConnect: true });
+    const node6 = newNodeRedis('node-redis@6', {});
+    const node4 = newNodeRedis('node-redis@4', {});
     try {
       expect(() => redisInvalidation({ publisher, subscriber: {} as Subscriber })).toThrow(ValidationError);
-      expect(() => redisInvalidation({ publisher: {} as Redis, subscriber })).toThrow(ValidationError);
+      expect(() => redisInvalidation({ publisher: {} as RedisInvalidationOptions['publisher'], subscriber })).toThrow(ValidationError);
       expect(() => redisInvalidation({ publisher, subscriber, channel: '' })).toThrow(ValidationError);
-      expect(() => redisInvalidation({ publisher, subscriber: node })).not.toThrow();
-      expect(() => redisInvalidation({ publisher: node, subscriber })).not.toThrow();
+      expect(() => redisInvalidation({ publisher, subscriber: node6 })).not.toThrow();
+      expect(() => redisInvalidation({ publisher: node4, subscriber })).not.toThrow();
+      expect(() => redisInvalidation({ publisher: node6, subscriber: node4 })).not.toThrow();
     } finally {
       publisher.disconnect();
       subscriber.disconnect();

@@ -1,9 +1,7 @@
-// RedisKeyStore on the shared contract suite with ioredis, node-redis 4 and node-redis 5, plus what is particular to Redis.
+// RedisKeyStore on the shared contract suite with ioredis 5 and 6 and node-redis 4, 5 and 6, over RESP2 and RESP3, plus what is particular to Redis.
 
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
-import { createClient } from 'redis';
 import { commandSender, LuaScript } from '../../adapters/redis/client.js';
 import { redisStore, type RedisClientLike, type RedisKeyStore } from '../../adapters/redis/index.js';
 import {
@@ -22,12 +20,18 @@ import {
   connectRedis,
   deletePrefix,
   dumpPrefix,
+  familyOf,
+  isIoRedis,
   keysUnder,
+  newIoRedis,
+  newNodeRedis,
   randomPrefix,
   rawCommand,
   REDIS_CLIENT_KINDS,
+  REDIS_CLIENT_SETUPS,
+  setupLabel,
   type AnyRedisClient,
-  type RedisClientKind,
+  type RedisClientSetup,
 } from '../support/redis.js';
 
 const url = serviceUrl('redis');
@@ -35,7 +39,7 @@ const url = serviceUrl('redis');
 /** The same client, counting the commands the store sends through it. */
 function counting(client: AnyRedisClient): { client: RedisClientLike; count: () => number } {
   let n = 0;
-  if (client instanceof Redis) {
+  if (isIoRedis(client)) {
     return {
       client: {
         get status() {
@@ -49,7 +53,7 @@ function counting(client: AnyRedisClient): { client: RedisClientLike; count: () 
       count: () => n,
     };
   }
-  const node = client as ReturnType<typeof createClient>;
+  const node = client as { readonly isReady: boolean; sendCommand(args: string[]): Promise<unknown> };
   return {
     client: {
       get isReady() {
@@ -64,12 +68,19 @@ function counting(client: AnyRedisClient): { client: RedisClientLike; count: () 
   };
 }
 
-for (const kind of REDIS_CLIENT_KINDS) {
+/** The protocol a setup speaks: its variant's, or its major's default (RESP3 from ioredis 6 and node-redis 6 on). */
+function expectedProtocol(setup: RedisClientSetup): 2 | 3 {
+  if (typeof setup !== 'string') return setup.protocol;
+  return setup === 'ioredis@6' || setup === 'node-redis@6' ? 3 : 2;
+}
+
+for (const setup of REDIS_CLIENT_SETUPS) {
+  const kind = setupLabel(setup);
   describe.skipIf(!url)(`RedisKeyStore with ${kind}`, () => {
     storeContractSuite(
       { describe, it, beforeAll, afterAll },
       async () => {
-        const client = await connectRedis(kind, url as string);
+        const client = await connectRedis(setup, url as string);
         const prefix = randomPrefix('contract');
         return {
           store: redisStore(client, { prefix }),
@@ -95,7 +106,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
       };
 
       beforeAll(async () => {
-        client = await connectRedis(kind as RedisClientKind, url as string);
+        client = await connectRedis(setup, url as string);
         prefix = randomPrefix('specifics');
         store = redisStore(client, { prefix });
       });
@@ -106,6 +117,11 @@ for (const kind of REDIS_CLIENT_KINDS) {
           await deletePrefix(client, prefix);
           await closeRedis(client);
         }
+      });
+
+      it(`speaks RESP${expectedProtocol(setup)}`, async () => {
+        const info = String(await rawCommand(client, ['CLIENT', 'INFO']));
+        expect(info).toMatch(new RegExp(`\\bresp=${expectedProtocol(setup)}\\b`));
       });
 
       it('keeps one hash per key plus its index entries, moves them on rotation, and leaves nothing behind on delete', async () => {
@@ -262,7 +278,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
 
 describe('redisStore() arguments', () => {
   it('requires a prefix with a Redis Cluster hash tag', () => {
-    const client = new Redis({ lazyConnect: true });
+    const client = newIoRedis('ioredis@6', { lazyConnect: true });
     try {
       for (const prefix of ['keygate:', '{}:', 'a{}b{c}:', '', 'x}{', 'bad\nprefix{x}']) {
         expect(() => redisStore(client, { prefix }), prefix).toThrow(ValidationError);
@@ -280,14 +296,19 @@ describe('redisStore() arguments', () => {
     }
   });
 
-  it('rejects at once, without sending, while the client is not connected', async () => {
-    const node = createClient({ url: 'redis://127.0.0.1:1' }); // never connected
-    const io = new Redis({ lazyConnect: true });
-    io.disconnect(); // status 'end'
-    for (const client of [node, io] as RedisClientLike[]) {
+  for (const kind of REDIS_CLIENT_KINDS) {
+    it(`rejects at once, without sending, while the client is not connected (${kind})`, async () => {
+      let client: AnyRedisClient;
+      if (familyOf(kind) === 'ioredis') {
+        const io = newIoRedis(kind, { lazyConnect: true });
+        io.disconnect(); // status 'end'
+        client = io;
+      } else {
+        client = newNodeRedis(kind, { url: 'redis://127.0.0.1:1' }); // never connected
+      }
       const store = redisStore(client);
       await expect(store.findById('x')).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(store.findByDigest('x')).rejects.toThrow(/not connected/);
-    }
-  });
+    });
+  }
 });

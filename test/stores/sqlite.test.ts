@@ -1,16 +1,39 @@
-// SQLite (better-sqlite3) on the shared store contract, in memory and in a file, plus the SQL store checks.
+// SQLite on the shared store contract with better-sqlite3 11, 12 and 13, in memory and in a file, plus the SQL store checks.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
 
-function fixture(db: Database.Database, onClose: () => void) {
+type DatabaseClass = typeof BetterSqlite3;
+
+/** A major of better-sqlite3, loaded only when this Node.js can load it (a native addon built for another Node.js may crash the process). */
+interface Driver {
+  major: number;
+  /** The installed package (an npm alias for the majors beside the main one). */
+  pkg: string;
+  /** The oldest Node.js major the driver supports. */
+  minNode?: number;
+  load(): Promise<DatabaseClass>;
+}
+
+const DRIVERS: readonly Driver[] = [
+  { major: 11, pkg: 'better-sqlite3-11', load: async () => (await import('better-sqlite3-11')).default },
+  { major: 12, pkg: 'better-sqlite3', load: async () => (await import('better-sqlite3')).default },
+  { major: 13, pkg: 'better-sqlite3-13', minNode: 22, load: async () => (await import('better-sqlite3-13')).default },
+];
+
+const nodeMajor = Number(process.versions.node.split('.')[0]);
+const require = createRequire(import.meta.url);
+
+function fixture(open: () => Promise<BetterSqlite3.Database>, onClose: () => void = () => {}) {
   return async () => {
+    const db = await open();
     const table = randomTable();
     const store = sqliteStore(db, { table });
     await store.migrate();
@@ -26,61 +49,82 @@ function fixture(db: Database.Database, onClose: () => void) {
   };
 }
 
-storeContractSuite(
-  { describe, it, beforeAll, afterAll },
-  fixture(new Database(':memory:'), () => {}),
-  { name: 'SQLite (in memory)' },
-);
+for (const driver of DRIVERS) {
+  const name = `better-sqlite3 ${driver.major}`;
+  const runs = driver.minNode === undefined || nodeMajor >= driver.minNode;
+  // The driver is imported in the hooks only, so a skipped major is never loaded.
+  describe.skipIf(!runs)(runs ? name : `${name} needs Node >= ${driver.minNode} (this is Node ${process.versions.node})`, () => {
+    storeContractSuite(
+      { describe, it, beforeAll, afterAll },
+      fixture(async () => new (await driver.load())(':memory:')),
+      {
+        name: `SQLite (${name}, in memory)`,
+      },
+    );
 
-const dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-'));
-const fileDb = new Database(join(dir, 'keys.db'));
-fileDb.pragma('journal_mode = WAL');
-storeContractSuite(
-  { describe, it, beforeAll, afterAll },
-  fixture(fileDb, () => rmSync(dir, { recursive: true, force: true })),
-  { name: 'SQLite (file)' },
-);
-
-describeSqlStore('SQLite', async () => {
-  const db = new Database(':memory:');
-  return {
-    open(table) {
-      let count = 0;
-      // The same database, with every statement execution counted.
-      const counting: SqliteDatabase = {
-        exec: (source) => db.exec(source),
-        prepare(source) {
-          const statement = db.prepare(source);
-          return {
-            reader: statement.reader,
-            all: (...params) => (count++, statement.all(...params)),
-            run: (...params) => (count++, statement.run(...params)),
-          };
+    let dir = '';
+    storeContractSuite(
+      { describe, it, beforeAll, afterAll },
+      fixture(
+        async () => {
+          const Database = await driver.load();
+          dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-'));
+          const db = new Database(join(dir, 'keys.db'));
+          db.pragma('journal_mode = WAL');
+          return db;
         },
+        () => rmSync(dir, { recursive: true, force: true }),
+      ),
+      { name: `SQLite (${name}, file)` },
+    );
+
+    describeSqlStore(`SQLite (${name})`, async () => {
+      const db = new (await driver.load())(':memory:');
+      return {
+        open(table) {
+          let count = 0;
+          // The same database, with every statement execution counted.
+          const counting: SqliteDatabase = {
+            exec: (source) => db.exec(source),
+            prepare(source) {
+              const statement = db.prepare(source);
+              return {
+                reader: statement.reader,
+                all: (...params) => (count++, statement.all(...params)),
+                run: (...params) => (count++, statement.run(...params)),
+              };
+            },
+          };
+          return { store: sqliteStore(counting, { table }), statements: () => count };
+        },
+        runScript: async (script) => void db.exec(script),
+        schema: (table) => sqliteSchema({ table }),
+        drop: async (table) => void db.exec(`DROP TABLE IF EXISTS "${table}"`),
+        close: async () => void db.close(),
       };
-      return { store: sqliteStore(counting, { table }), statements: () => count };
-    },
-    runScript: async (script) => void db.exec(script),
-    schema: (table) => sqliteSchema({ table }),
-    drop: async (table) => void db.exec(`DROP TABLE IF EXISTS "${table}"`),
-    close: async () => void db.close(),
-  };
-});
+    });
+
+    it(`${name}: the installed package is that major`, () => {
+      const { version } = require(`${driver.pkg}/package.json`) as { version: string };
+      expect(Number(version.split('.')[0])).toBe(driver.major);
+    });
+
+    it(`${name}: prepares each statement once and reuses it`, async () => {
+      const db = new (await driver.load())(':memory:');
+      let prepared = 0;
+      const store = sqliteStore({ exec: (s) => db.exec(s), prepare: (s) => (prepared++, db.prepare(s)) }, { table: 'reuse' });
+      await store.migrate();
+      for (let i = 0; i < 50; i++) await store.findByDigest(`d${i}`);
+      for (let i = 0; i < 50; i++)
+        await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
+      // findByDigest once, touch once per padded size (1, 2, 4, 8).
+      expect(prepared).toBe(5);
+      db.close();
+    });
+  });
+}
 
 describe('sqliteStore', () => {
-  it('prepares each statement once and reuses it', async () => {
-    const db = new Database(':memory:');
-    let prepared = 0;
-    const store = sqliteStore({ exec: (s) => db.exec(s), prepare: (s) => (prepared++, db.prepare(s)) }, { table: 'reuse' });
-    await store.migrate();
-    for (let i = 0; i < 50; i++) await store.findByDigest(`d${i}`);
-    for (let i = 0; i < 50; i++)
-      await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
-    // findByDigest once, touch once per padded size (1, 2, 4, 8).
-    expect(prepared).toBe(5);
-    db.close();
-  });
-
   it('says what to pass when given a file name instead of a Database', () => {
     const attempt = () => sqliteStore('keys.db' as unknown as SqliteDatabase);
     expect(attempt).toThrow(ValidationError);
