@@ -2,6 +2,7 @@
 
 import { LRUCache } from 'lru-cache';
 import { ValidationError } from './errors.js';
+import { deepFreeze } from './freeze.js';
 import type { KeyRecord } from './store.js';
 
 /** Options of the verify cache. Off by default: every verify asks the store. */
@@ -40,11 +41,6 @@ export interface InvalidationBus {
 
 const MISS = Symbol('miss');
 
-function deepFreeze(value: unknown): void {
-  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return;
-  Object.freeze(value);
-  for (const child of Object.values(value)) deepFreeze(child);
-}
 type Entry = KeyRecord | typeof MISS;
 
 /** A verify cache: digest -> record (or a remembered miss), invalidated by key id. */

@@ -1,21 +1,20 @@
 // MemoryStore: the reference KeyStore, kept in this process; for tests and single-instance apps.
 
 import { StoreConflictError } from '../../src/errors.js';
+import { FIELD_LIST } from '../../src/fields.js';
+import { deepFreeze } from '../../src/freeze.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value as object)) deepFreeze(child);
-  }
-  return value;
-}
 
 const EMPTY_METADATA = Object.freeze({});
 const EMPTY_LIST: readonly string[] = Object.freeze([]);
 
-function frozenCopy(list: readonly string[]): readonly string[] {
+function frozenList(list: readonly string[]): readonly string[] {
+  if (list.length === 0) return EMPTY_LIST;
   return Object.isFrozen(list) ? list : Object.freeze([...list]);
+}
+
+function frozenJson(value: object): object {
+  return Object.keys(value).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(value));
 }
 
 /** Compares two records by (createdAt, id), the order of `list`. */
@@ -128,28 +127,18 @@ export class MemoryStore implements KeyStore {
   }
 
   /**
-   * A frozen copy that callers cannot change under the store. Built as one literal so that every
-   * kept record shares one hidden class: verify reads these on every call.
+   * A frozen copy that callers cannot change under the store. Every kept record gets its fields in
+   * the same (table) order, so all share one hidden class: verify reads these on every call.
    */
   private freeze(r: KeyRecord): KeyRecord {
-    return Object.freeze({
-      id: r.id,
-      ownerId: r.ownerId,
-      name: r.name,
-      active: r.active,
-      scopes: frozenCopy(r.scopes),
-      allowedIps: r.allowedIps.length === 0 ? EMPTY_LIST : frozenCopy(r.allowedIps),
-      hint: r.hint,
-      createdAt: r.createdAt,
-      updatedAt: r.updatedAt,
-      lastUsedAt: r.lastUsedAt,
-      expiresAt: r.expiresAt,
-      metadata: Object.keys(r.metadata).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(r.metadata)),
-      version: r.version,
-      digest: r.digest,
-      previousDigest: r.previousDigest,
-      previousDigestExpiresAt: r.previousDigestExpiresAt,
-    });
+    const kept: Record<string, unknown> = {};
+    for (const [name, spec] of FIELD_LIST) {
+      const value = r[name];
+      if (spec.kind === 'list') kept[name] = frozenList(value as readonly string[]);
+      else if (spec.kind === 'json') kept[name] = frozenJson(value as object);
+      else kept[name] = value;
+    }
+    return Object.freeze(kept) as unknown as KeyRecord;
   }
 
   private index(record: KeyRecord): void {
