@@ -1,9 +1,10 @@
-// MemoryStore: the reference KeyStore, kept in this process; for tests and single-instance apps.
+// memoryStore(): the reference KeyStore, kept in this process; for tests and single-instance apps.
 
 import { StoreConflictError } from '../../src/errors.js';
 import { FIELD_LIST } from '../../src/fields.js';
 import { deepFreeze } from '../../src/freeze.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+import { findByDigestSync, type SyncLookupStore } from '../../src/sync-lookup.js';
 
 const EMPTY_METADATA = Object.freeze({});
 const EMPTY_LIST: readonly string[] = Object.freeze([]);
@@ -24,19 +25,21 @@ function compare(aTime: number, aId: string, bTime: number, bId: string): number
 }
 
 /**
- * Keeps keys in this process's memory. Lookups by digest are one Map read, whatever the number
- * of keys. Records are frozen when written and returned as kept, without copying. Nothing
- * survives a restart, and instances do not share keys: use a SQL or Redis store for that.
- *
- * @example
- * const keys = createKeyManager({ store: new MemoryStore() })
+ * A key store in this process's memory: what {@link memoryStore} returns. Lookups by digest are
+ * one Map read, whatever the number of keys. Records are frozen when written and returned as
+ * kept, without copying. Nothing survives a restart, and instances do not share keys: use a SQL
+ * or Redis store for that.
  */
-export class MemoryStore implements KeyStore {
+export class MemoryStore implements KeyStore, SyncLookupStore {
   private readonly byId = new Map<string, KeyRecord>();
   /** digest (current or previous) -> record */
   private readonly byDigest = new Map<string, KeyRecord>();
   /** Records in (createdAt, id) order, for `list`. */
   private readonly ordered: KeyRecord[] = [];
+
+  /** @deprecated Use `memoryStore()`; `new MemoryStore()` is removed in 0.3 (the `MemoryStore` type stays). */
+  // biome-ignore lint/complexity/noUselessConstructor: it carries the deprecation of `new MemoryStore()`.
+  constructor() {}
 
   /** How many keys are stored. */
   get size(): number {
@@ -62,7 +65,8 @@ export class MemoryStore implements KeyStore {
     return this.byDigest.get(digest) ?? null;
   }
 
-  findByDigestNow(digest: string): KeyRecord | null {
+  /** The same answer as `findByDigest`, at once: verify on this store needs no promise. @internal */
+  [findByDigestSync](digest: string): KeyRecord | null {
     return this.byDigest.get(digest) ?? null;
   }
 
@@ -169,4 +173,16 @@ export class MemoryStore implements KeyStore {
   private find(record: KeyRecord): number {
     return this.position(record);
   }
+}
+
+/**
+ * A key store in this process's memory, for tests and single-instance apps.
+ *
+ * @example
+ * import { createKeyManager } from 'keygate'
+ * import { memoryStore } from 'keygate/memory'
+ * const keys = createKeyManager({ store: memoryStore() })
+ */
+export function memoryStore(): MemoryStore {
+  return new MemoryStore();
 }

@@ -1,7 +1,7 @@
 // The key manager: lifecycle rules, verify's order of checks, store failures, events and last-used batching.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { MemoryStore, memoryStore } from '../../adapters/memory/index.js';
 import {
   createKeyManager,
   KeygateError,
@@ -11,7 +11,7 @@ import {
   type KeyEvent,
   type KeyManagerOptions,
 } from '../../src/index.js';
-import { brokenStore, countingStore } from '../support/counting-store.js';
+import { brokenStore, countingStore, DelegatingStore } from '../support/counting-store.js';
 
 function setup(extra: Partial<KeyManagerOptions> = {}) {
   let t = Date.UTC(2030, 5, 1);
@@ -91,7 +91,29 @@ describe('update', () => {
   });
 });
 
+/** Whether `promise` has settled by the time one microtask has run, i.e. nothing inside it awaited. */
+async function settlesAtOnce(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  void promise.then(() => {
+    settled = true;
+  });
+  await Promise.resolve();
+  return settled;
+}
+
 describe('verify', () => {
+  it('answers from an in-process store and from a cache hit without awaiting anything', async () => {
+    const keys = createKeyManager({ store: memoryStore() });
+    const { token } = await keys.create({ name: 'fast', scopes: ['orders:list'] });
+    expect(await settlesAtOnce(keys.verify(token, { scope: 'orders:list' }))).toBe(true);
+    const remote = createKeyManager({ store: new DelegatingStore(), cache: {} });
+    const { token: cached } = await remote.create({ name: 'cached', scopes: ['orders:list'] });
+    // The first verify asks the store; the second is a cache hit.
+    expect(await settlesAtOnce(remote.verify(cached))).toBe(false);
+    expect(await settlesAtOnce(remote.verify(cached))).toBe(true);
+    await Promise.all([keys.close(), remote.close()]);
+  });
+
   it('checks in order: format, lookup, active, expiry, IP, scope', async () => {
     const { keys, advance } = setup();
     const { key, token } = await keys.create({

@@ -8,6 +8,7 @@ import { canonicalIp } from '../../src/ip.js';
 import { createGuardCore, type GuardOptions, type GuardOutcome, type GuardRequest } from '../../src/http.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import type { KeyRecord, KeyStore } from '../../src/store.js';
+import { DelegatingStore } from '../support/counting-store.js';
 
 let keys: KeyManager;
 let token: string;
@@ -248,8 +249,8 @@ describe('outcomes', () => {
   });
 
   it('turns a store failure into 503 with Retry-After and the error for logs', async () => {
-    const failing: KeyStore = Object.assign(new MemoryStore(), {
-      findByDigestNow: undefined,
+    // A delegating store answers only asynchronously, so verify reaches the failing findByDigest.
+    const failing: KeyStore = Object.assign(new DelegatingStore(), {
       findByDigest: (): Promise<KeyRecord | null> => Promise.reject(new Error('connection reset')),
     });
     const down = createKeyManager({ store: failing });

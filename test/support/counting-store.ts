@@ -39,7 +39,7 @@ export function brokenStore(behave: 'throw' | 'hang' | 'reject'): KeyStore {
 
 /**
  * Forwards every call to `inner`; subclasses override the methods they change. It deliberately has
- * no `findByDigestNow`, so it answers only asynchronously, like a remote store, and the manager
+ * no synchronous lookup (src/sync-lookup.ts), so it answers only asynchronously, like a remote store, and the manager
  * takes its async lookup path (timeout, cache, errors) even when `inner` is a MemoryStore.
  */
 export class DelegatingStore implements KeyStore {
