@@ -1,9 +1,9 @@
 // The bounded verify cache and the interface of cross-instance invalidation buses.
 
 import { LRUCache } from 'lru-cache';
-import { ValidationError } from './errors.js';
 import { deepFreeze } from './freeze.js';
 import type { KeyRecord } from './store.js';
+import { checkWholeNumber } from './validate.js';
 
 /** Options of the verify cache. Off by default: every verify asks the store. */
 export interface VerifyCacheOptions {
@@ -52,12 +52,8 @@ export class VerifyCache {
   private epoch = 0;
 
   constructor(options: VerifyCacheOptions) {
-    const ttlMs = options.ttlMs ?? 5000;
-    const maxEntries = options.maxEntries ?? 10_000;
-    if (!Number.isInteger(ttlMs) || ttlMs < 1) throw new ValidationError('cache.ttlMs', 'must be a positive whole number of ms');
-    if (!Number.isInteger(maxEntries) || maxEntries < 1) {
-      throw new ValidationError('cache.maxEntries', 'must be a positive whole number');
-    }
+    const ttlMs = checkWholeNumber('cache.ttlMs', options.ttlMs ?? 5000, { unit: 'ms' });
+    const maxEntries = checkWholeNumber('cache.maxEntries', options.maxEntries ?? 10_000);
     this.lru = new LRUCache<string, Entry>({
       max: maxEntries,
       ttl: ttlMs,
