@@ -1,4 +1,4 @@
-// RedisKeyStore: keys in Redis through the application's own ioredis or node-redis client.
+// redisStore(): keys in Redis through the application's own ioredis or node-redis client.
 
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
 import { FIELD_LIST } from '../../src/fields.js';
@@ -92,7 +92,7 @@ function decode(json: unknown, lastUsed: unknown): KeyRecord {
  * await new Promise((resolve) => client.once('ready', resolve))
  * const keys = createKeyManager({ store: redisStore(client) })
  */
-export class RedisKeyStore implements KeyStore {
+export class RedisStore implements KeyStore {
   /** The prefix of every key this store writes. */
   readonly prefix: string;
   private readonly send: SendCommand;
@@ -182,7 +182,7 @@ export class RedisKeyStore implements KeyStore {
 }
 
 /**
- * A {@link RedisKeyStore} over your own ioredis (5) or node-redis (4.6+, 5) client.
+ * A {@link RedisStore} over your own ioredis (5) or node-redis (4.6+, 5) client.
  *
  * @example
  * import { createClient } from 'redis'
@@ -191,6 +191,11 @@ export class RedisKeyStore implements KeyStore {
  * await client.connect()
  * const keys = createKeyManager({ store: redisStore(client, { prefix: '{shop}:keys:' }) })
  */
-export function redisStore(client: RedisClientLike, options: RedisStoreOptions = {}): RedisKeyStore {
-  return new RedisKeyStore(client, options);
+export function redisStore(client: RedisClientLike, options: RedisStoreOptions = {}): RedisStore {
+  return new RedisStore(client, options);
 }
+
+/** @deprecated Use `redisStore(client, options)`, and the `RedisStore` type; removed in 0.3. */
+export const RedisKeyStore = RedisStore;
+/** @deprecated Use the `RedisStore` type, which `redisStore()` returns; removed in 0.3. */
+export type RedisKeyStore = RedisStore;

@@ -1,4 +1,4 @@
-// SqlKeyStore: every SQL statement keygate runs, written once for PostgreSQL, MySQL/MariaDB and SQLite.
+// SqlStore: every SQL statement keygate runs, written once for PostgreSQL, MySQL/MariaDB and SQLite.
 
 import { createHash } from 'node:crypto';
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
@@ -192,7 +192,7 @@ function bucket(n: number): number {
  * `version`. Rotation keeps the replaced token's digest in `previous_digest` until
  * `previous_digest_expires_at`, and `findByDigest` looks at both columns.
  */
-export class SqlKeyStore implements KeyStore {
+export class SqlStore implements KeyStore {
   /** The table name, as configured. */
   readonly table: string;
   /** The CREATE statements of the table and its indexes, as one script. */
@@ -338,3 +338,8 @@ export class SqlKeyStore implements KeyStore {
     return record as unknown as KeyRecord;
   }
 }
+
+/** @deprecated Use `postgresStore()`, `mysqlStore()` or `sqliteStore()`, and the `SqlStore` type; removed in 0.3. */
+export const SqlKeyStore = SqlStore;
+/** @deprecated Use the `SqlStore` type, which `postgresStore()`, `mysqlStore()` and `sqliteStore()` return; removed in 0.3. */
+export type SqlKeyStore = SqlStore;

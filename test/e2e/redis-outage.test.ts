@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient as createClient4 } from 'redis';
 import { createClient as createClient5 } from 'redis5';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
@@ -56,7 +56,7 @@ async function untilReady(client: AnyRedisClient, timeoutMs = 10_000): Promise<v
 
 /** A well-formed token of the default prefix (its key lives in another store). */
 async function someToken(): Promise<string> {
-  const keys = createKeyManager({ store: new MemoryStore() });
+  const keys = createKeyManager({ store: memoryStore() });
   const { token } = await keys.create({ name: 'probe', scopes: ['all'] });
   await keys.close();
   return token;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { commandSender, LuaScript } from '../../adapters/redis/client.js';
-import { redisStore, type RedisClientLike, type RedisKeyStore } from '../../adapters/redis/index.js';
+import { redisStore, type RedisClientLike, type RedisStore } from '../../adapters/redis/index.js';
 import {
   createKeyManager,
   StoreUnavailableError,
@@ -82,7 +82,7 @@ for (const kind of REDIS_CLIENT_KINDS) {
     describe(`Redis specifics (${kind})`, () => {
       let client: AnyRedisClient;
       let prefix: string;
-      let store: RedisKeyStore;
+      let store: RedisStore;
       const managers: KeyManager[] = [];
       const manager = (extra: Partial<KeyManagerOptions> = {}): KeyManager => {
         const m = createKeyManager({ store, storeTimeoutMs: 10_000, lastUsedFlushMs: 60_000, ...extra });
