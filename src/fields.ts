@@ -31,40 +31,65 @@ export interface FieldSpec {
    * Written by `touch()` in batches, not by `update()`: stores keep the later of the stored and the
    * given value, and Redis keeps it beside the record rather than in it.
    */
-  readonly touched?: true;
+  readonly touched: boolean;
 }
+
+/** A table entry: what differs from the defaults (not null, public, not touched, the kind's SQL type). */
+type FieldDeclaration = Pick<FieldSpec, 'kind' | 'column'> & Partial<FieldSpec>;
+
+/** The SQL type of each kind, unless a field names its own (text columns differ in length). */
+const SQL_TYPE_OF_KIND: Record<FieldKind, SqlTypeName> = {
+  text: 'name',
+  boolean: 'boolean',
+  list: 'json',
+  json: 'json',
+  time: 'time',
+  integer: 'version',
+};
 
 /**
  * Every field of a stored key, in the order stores list them. Adding a field is one entry here,
  * one property in `ApiKey` (or `KeyRecord` for a private one), one line in `toApiKey` when public
  * (the compiler asks for each), and a migration for the SQL table.
  */
-export const KEY_FIELDS = {
-  id: { kind: 'text', nullable: false, column: 'id', sqlType: 'id', public: true },
-  ownerId: { kind: 'text', nullable: true, column: 'owner_id', sqlType: 'ownerId', public: true },
-  name: { kind: 'text', nullable: false, column: 'name', sqlType: 'name', public: true },
-  active: { kind: 'boolean', nullable: false, column: 'active', sqlType: 'boolean', public: true },
-  scopes: { kind: 'list', nullable: false, column: 'scopes', sqlType: 'json', public: true },
-  allowedIps: { kind: 'list', nullable: false, column: 'allowed_ips', sqlType: 'json', public: true },
-  hint: { kind: 'text', nullable: false, column: 'hint', sqlType: 'hint', public: true },
-  createdAt: { kind: 'time', nullable: false, column: 'created_at', sqlType: 'time', public: true },
-  updatedAt: { kind: 'time', nullable: false, column: 'updated_at', sqlType: 'time', public: true },
-  lastUsedAt: { kind: 'time', nullable: true, column: 'last_used_at', sqlType: 'time', public: true, touched: true },
-  expiresAt: { kind: 'time', nullable: true, column: 'expires_at', sqlType: 'time', public: true },
-  metadata: { kind: 'json', nullable: false, column: 'metadata', sqlType: 'json', public: true },
-  version: { kind: 'integer', nullable: false, column: 'version', sqlType: 'version', public: true },
-  digest: { kind: 'text', nullable: false, column: 'digest', sqlType: 'digest', public: false },
-  previousDigest: { kind: 'text', nullable: true, column: 'previous_digest', sqlType: 'digest', public: false },
-  previousDigestExpiresAt: { kind: 'time', nullable: true, column: 'previous_digest_expires_at', sqlType: 'time', public: false },
-} as const satisfies { readonly [K in keyof KeyRecord]-?: FieldSpec };
+const DECLARED = {
+  id: { kind: 'text', column: 'id', sqlType: 'id' },
+  ownerId: { kind: 'text', column: 'owner_id', sqlType: 'ownerId', nullable: true },
+  name: { kind: 'text', column: 'name' },
+  active: { kind: 'boolean', column: 'active' },
+  scopes: { kind: 'list', column: 'scopes' },
+  allowedIps: { kind: 'list', column: 'allowed_ips' },
+  hint: { kind: 'text', column: 'hint', sqlType: 'hint' },
+  createdAt: { kind: 'time', column: 'created_at' },
+  updatedAt: { kind: 'time', column: 'updated_at' },
+  lastUsedAt: { kind: 'time', column: 'last_used_at', nullable: true, touched: true },
+  expiresAt: { kind: 'time', column: 'expires_at', nullable: true },
+  metadata: { kind: 'json', column: 'metadata' },
+  version: { kind: 'integer', column: 'version' },
+  digest: { kind: 'text', column: 'digest', sqlType: 'digest', public: false },
+  previousDigest: { kind: 'text', column: 'previous_digest', sqlType: 'digest', nullable: true, public: false },
+  previousDigestExpiresAt: { kind: 'time', column: 'previous_digest_expires_at', nullable: true, public: false },
+} as const satisfies { readonly [K in keyof KeyRecord]-?: FieldDeclaration };
 
 /** A field's name, i.e. a property of `KeyRecord`. */
-export type FieldName = keyof typeof KEY_FIELDS;
+export type FieldName = keyof typeof DECLARED;
 
-/** The fields as `[name, spec]` pairs, in table order. */
-export const FIELD_LIST: ReadonlyArray<readonly [FieldName, FieldSpec]> = Object.entries(KEY_FIELDS) as Array<[FieldName, FieldSpec]>;
+/** The fields as `[name, spec]` pairs, in table order, with the defaults filled in. */
+export const FIELD_LIST: ReadonlyArray<readonly [FieldName, FieldSpec]> = (
+  Object.entries(DECLARED) as Array<[FieldName, FieldDeclaration]>
+).map(([name, d]) => [
+  name,
+  Object.freeze({
+    kind: d.kind,
+    column: d.column,
+    sqlType: d.sqlType ?? SQL_TYPE_OF_KIND[d.kind],
+    nullable: d.nullable ?? false,
+    public: d.public ?? true,
+    touched: d.touched ?? false,
+  }),
+]);
 
-type PublicFieldName = { [K in FieldName]: (typeof KEY_FIELDS)[K]['public'] extends true ? K : never }[FieldName];
+type PublicFieldName = { [K in FieldName]: (typeof DECLARED)[K] extends { public: false } ? never : K }[FieldName];
 /** Compiles only while the table's public fields are exactly the properties of `ApiKey`. */
 type Exactly<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
 const publicFieldsMatchApiKey: Exactly<PublicFieldName, keyof ApiKey> = true;
