@@ -12,9 +12,9 @@ export interface VerifyCacheOptions {
    * verify can be when no invalidation bus is set or the bus is down.
    * @default 5000
    */
-  ttlMs?: number;
+  ttlMs?: number | undefined;
   /** The most lookups kept; the least recently used go first. @default 10000 */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
 }
 
 /** Receives invalidations from other instances. */

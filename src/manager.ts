@@ -38,28 +38,28 @@ export interface KeyManagerOptions {
    * letter, with at most one `_` part (`shop_live`). Changing it invalidates every issued token.
    * @default 'kg'
    */
-  prefix?: string;
+  prefix?: string | undefined;
   /** The scope catalog. @default b2bWaveScopes */
-  scopes?: ScopeCatalog;
+  scopes?: ScopeCatalog | undefined;
   /**
    * A server-side secret. When set, digests are HMAC-SHA-256(pepper, token), so a leaked database
    * alone cannot be used to check guessed tokens. Changing it invalidates every issued token.
    */
-  pepper?: string | Buffer | KeyObject;
+  pepper?: string | Buffer | KeyObject | undefined;
   /** Cache verify lookups in memory (see {@link VerifyCacheOptions}). @default off */
-  cache?: VerifyCacheOptions | false;
+  cache?: VerifyCacheOptions | false | undefined;
   /** Tells other instances which key changed, so their caches drop it at once. @default none */
-  invalidation?: InvalidationBus;
+  invalidation?: InvalidationBus | undefined;
   /** Every store call is bounded; past it, `StoreUnavailableError`. @default 2000 */
-  storeTimeoutMs?: number;
+  storeTimeoutMs?: number | undefined;
   /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
-  lastUsedFlushMs?: number;
+  lastUsedFlushMs?: number | undefined;
   /** Receives every lifecycle and verify event. A throwing listener is ignored. */
-  onEvent?: (event: KeyEvent) => void;
+  onEvent?: ((event: KeyEvent) => void) | undefined;
   /** Receives failures of background work (last-used flushes, the invalidation bus). @default none */
-  onError?: (error: unknown) => void;
+  onError?: ((error: unknown) => void) | undefined;
   /** The clock, in ms since the epoch; for tests. @default Date.now */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 export interface KeyManager {

@@ -34,10 +34,10 @@ export interface ListPosition {
 }
 
 export interface StoreListQuery {
-  ownerId?: string;
-  active?: boolean;
+  ownerId?: string | undefined;
+  active?: boolean | undefined;
   /** Return records strictly after this position in (createdAt, id) order. */
-  after?: ListPosition | null;
+  after?: ListPosition | null | undefined;
   /** The most records to return. */
   limit: number;
 }

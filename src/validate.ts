@@ -14,13 +14,13 @@ const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 /** Limits of {@link checkWholeNumber}. */
 export interface WholeNumberRange {
   /** The smallest value allowed. @default 1 */
-  min?: number;
+  min?: number | undefined;
   /** The largest value allowed. @default Number.MAX_SAFE_INTEGER */
-  max?: number;
+  max?: number | undefined;
   /** The unit, for the message: `'ms'` gives "a positive whole number of ms". */
-  unit?: string;
+  unit?: string | undefined;
   /** How the message names `min` when it comes from another option, e.g. `'reconnectDelayMs'`. */
-  minName?: string;
+  minName?: string | undefined;
 }
 
 /** `value` if it is a whole number within the range; otherwise a ValidationError naming `field`. */

@@ -29,7 +29,7 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
    * that cannot keep prepared statements, such as PgBouncer before 1.21 in transaction mode.
    * @default true
    */
-  preparedStatements?: boolean;
+  preparedStatements?: boolean | undefined;
 }
 
 /**

@@ -42,19 +42,19 @@ export interface PostgresInvalidationOptions {
    * identifier (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`).
    * @default 'keygate_invalidation'
    */
-  channel?: string;
+  channel?: string | undefined;
   /**
    * Opens the dedicated LISTEN connection, e.g. `async () => { const c = new pg.Client(url); await c.connect(); return c }`.
    * Needed when the first argument is a `Client` rather than a `Pool`.
    * @default () => pool.connect()
    */
-  connect?: () => Promise<PostgresListenClient>;
+  connect?: (() => Promise<PostgresListenClient>) | undefined;
   /** The first delay before reconnecting a lost LISTEN connection, in ms; doubled on each failure. @default 100 */
-  reconnectDelayMs?: number;
+  reconnectDelayMs?: number | undefined;
   /** The longest delay between reconnection attempts, in ms. @default 10000 */
-  maxReconnectDelayMs?: number;
+  maxReconnectDelayMs?: number | undefined;
   /** Receives lost connections and failed reconnection attempts (the bus keeps trying). @default none */
-  onError?: (error: unknown) => void;
+  onError?: ((error: unknown) => void) | undefined;
 }
 
 /** One subscription: a dedicated connection that LISTENs and comes back after it is lost. */

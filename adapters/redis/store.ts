@@ -14,7 +14,7 @@ export interface RedisStoreOptions {
    * prefix per application (or per environment) sharing a Redis database.
    * @default '{keygate}:'
    */
-  prefix?: string;
+  prefix?: string | undefined;
 }
 
 /** The most index members one LIST script call reads. */

@@ -32,7 +32,7 @@ export interface SqlStoreOptions {
    * written (quoted, so case matters); for PostgreSQL it may be schema-qualified (`auth.api_keys`).
    * @default 'keygate_keys'
    */
-  table?: string;
+  table?: string | undefined;
 }
 
 /** The default table name. */
