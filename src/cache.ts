@@ -1,8 +1,9 @@
 // The bounded verify cache and the interface of cross-instance invalidation buses.
 
 import { LRUCache } from 'lru-cache';
-import { ValidationError } from './errors.js';
+import { deepFreeze } from './freeze.js';
 import type { KeyRecord } from './store.js';
+import { checkWholeNumber } from './validate.js';
 
 /** Options of the verify cache. Off by default: every verify asks the store. */
 export interface VerifyCacheOptions {
@@ -11,9 +12,9 @@ export interface VerifyCacheOptions {
    * verify can be when no invalidation bus is set or the bus is down.
    * @default 5000
    */
-  ttlMs?: number;
+  ttlMs?: number | undefined;
   /** The most lookups kept; the least recently used go first. @default 10000 */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
 }
 
 /** Receives invalidations from other instances. */
@@ -40,11 +41,6 @@ export interface InvalidationBus {
 
 const MISS = Symbol('miss');
 
-function deepFreeze(value: unknown): void {
-  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return;
-  Object.freeze(value);
-  for (const child of Object.values(value)) deepFreeze(child);
-}
 type Entry = KeyRecord | typeof MISS;
 
 /** A verify cache: digest -> record (or a remembered miss), invalidated by key id. */
@@ -56,12 +52,8 @@ export class VerifyCache {
   private epoch = 0;
 
   constructor(options: VerifyCacheOptions) {
-    const ttlMs = options.ttlMs ?? 5000;
-    const maxEntries = options.maxEntries ?? 10_000;
-    if (!Number.isInteger(ttlMs) || ttlMs < 1) throw new ValidationError('cache.ttlMs', 'must be a positive whole number of ms');
-    if (!Number.isInteger(maxEntries) || maxEntries < 1) {
-      throw new ValidationError('cache.maxEntries', 'must be a positive whole number');
-    }
+    const ttlMs = checkWholeNumber('cache.ttlMs', options.ttlMs ?? 5000, { unit: 'ms' });
+    const maxEntries = checkWholeNumber('cache.maxEntries', options.maxEntries ?? 10_000);
     this.lru = new LRUCache<string, Entry>({
       max: maxEntries,
       ttl: ttlMs,

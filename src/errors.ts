@@ -9,6 +9,16 @@ export type KeygateErrorCode =
   | 'STORE_CONFLICT'
   | 'MANAGER_CLOSED';
 
+/** Every code, for recognising errors from another copy of keygate. */
+const CODES: Readonly<Record<KeygateErrorCode, true>> = {
+  VALIDATION_FAILED: true,
+  KEY_NOT_FOUND: true,
+  VERSION_CONFLICT: true,
+  STORE_UNAVAILABLE: true,
+  STORE_CONFLICT: true,
+  MANAGER_CLOSED: true,
+};
+
 /** Base class of every error keygate throws on purpose. */
 export class KeygateError extends Error {
   /** Stable code, safe to switch on. */
@@ -87,4 +97,19 @@ export class ManagerClosedError extends KeygateError {
   constructor() {
     super('MANAGER_CLOSED', 500, 'This key manager was closed; create a new one with createKeyManager().');
   }
+}
+
+/**
+ * Whether `value` is an error keygate threw on purpose, with a stable `code` and an HTTP `status`.
+ * Unlike `instanceof KeygateError`, it also recognises errors from another copy of keygate (the
+ * CJS build loaded next to the ESM one).
+ *
+ * @example
+ * catch (error) { if (isKeygateError(error)) res.status(error.status).json({ code: error.code }) }
+ */
+export function isKeygateError(value: unknown): value is KeygateError {
+  if (value instanceof KeygateError) return true;
+  if (!(value instanceof Error)) return false;
+  const { code, status } = value as { code?: unknown; status?: unknown };
+  return typeof code === 'string' && Object.hasOwn(CODES, code) && typeof status === 'number';
 }

@@ -13,6 +13,7 @@ export {
   StoreUnavailableError,
   StoreConflictError,
   ManagerClosedError,
+  isKeygateError,
 } from './errors.js';
 export type { KeygateErrorCode } from './errors.js';
 export { createGuardCore } from './http.js';

@@ -37,7 +37,7 @@ export interface ScopeActionDefinition {
   /** Label shown after the resource label, e.g. `edit` in `Order edit`. */
   label: string;
   /** Actions of the same resource this one grants, e.g. `['list']` for `edit`. @default [] */
-  implies?: readonly string[];
+  implies?: readonly string[] | undefined;
 }
 
 export interface DefineScopesOptions {
@@ -49,7 +49,7 @@ export interface DefineScopesOptions {
    * The scope that implies every other one: its name and label, or `false` for none.
    * @default { name: 'all', label: 'All' }
    */
-  all?: { name: string; label: string } | false;
+  all?: { name: string; label: string } | false | undefined;
 }
 
 const NAME = /^[a-z][a-z0-9_-]{0,63}$/;

@@ -34,10 +34,10 @@ export interface ListPosition {
 }
 
 export interface StoreListQuery {
-  ownerId?: string;
-  active?: boolean;
+  ownerId?: string | undefined;
+  active?: boolean | undefined;
   /** Return records strictly after this position in (createdAt, id) order. */
-  after?: ListPosition | null;
+  after?: ListPosition | null | undefined;
   /** The most records to return. */
   limit: number;
 }
@@ -63,12 +63,6 @@ export interface KeyStore {
    * path: one indexed read, one round trip. The manager checks `previousDigestExpiresAt` itself.
    */
   findByDigest(digest: string): Promise<KeyRecord | null>;
-  /**
-   * Optional, for stores that hold every key in this process (like `MemoryStore`): the same answer
-   * as `findByDigest`, returned at once. When present, verify uses it and skips the async round trip
-   * and its timer. A store that does I/O must not implement it.
-   */
-  findByDigestNow?(digest: string): KeyRecord | null;
   /** Records matching the filters, ordered by (createdAt, id) ascending, at most `limit` of them. */
   list(query: StoreListQuery): Promise<KeyRecord[]>;
   /**

@@ -48,42 +48,42 @@ export interface CreateKeyInput {
   /** Required; trimmed; 1..100 characters. */
   name: string;
   /** @default true */
-  active?: boolean;
+  active?: boolean | undefined;
   /** At least one scope of the catalog, e.g. `['orders:edit']` or `['all']`. */
   scopes: readonly string[];
   /** Comma-separated exact addresses with no spaces, or an array. Blank / omitted = any address. */
-  allowedIps?: AllowedIpsInput;
+  allowedIps?: AllowedIpsInput | undefined;
   /** Who the key belongs to. @default null */
-  ownerId?: string | null;
+  ownerId?: string | null | undefined;
   /** When the key stops working. @default null (never) */
-  expiresAt?: Date | string | number | null;
+  expiresAt?: Date | string | number | null | undefined;
   /** JSON data kept with the key. @default {} */
-  metadata?: KeyMetadata;
+  metadata?: KeyMetadata | undefined;
 }
 
 export interface UpdateKeyInput {
-  name?: string;
-  active?: boolean;
-  scopes?: readonly string[];
-  allowedIps?: AllowedIpsInput;
-  expiresAt?: Date | string | number | null;
-  metadata?: KeyMetadata;
+  name?: string | undefined;
+  active?: boolean | undefined;
+  scopes?: readonly string[] | undefined;
+  allowedIps?: AllowedIpsInput | undefined;
+  expiresAt?: Date | string | number | null | undefined;
+  metadata?: KeyMetadata | undefined;
 }
 
 export interface UpdateOptions {
   /** Apply the edit only if the key is still at this version; otherwise `VersionConflictError`. */
-  expectedVersion?: number;
+  expectedVersion?: number | undefined;
 }
 
 export interface ListOptions {
   /** Only keys of this owner. */
-  ownerId?: string;
+  ownerId?: string | undefined;
   /** Only active (`true`) or inactive (`false`) keys. */
-  active?: boolean;
+  active?: boolean | undefined;
   /** Page size, 1..1000. @default 100 */
-  limit?: number;
+  limit?: number | undefined;
   /** The `nextCursor` of the previous page. */
-  cursor?: string | null;
+  cursor?: string | null | undefined;
 }
 
 export interface ListResult {
@@ -95,14 +95,14 @@ export interface ListResult {
 
 export interface RotateOptions {
   /** How long the old token keeps working, in ms. Never past the key's `expiresAt`. @default 0 */
-  gracePeriodMs?: number;
+  gracePeriodMs?: number | undefined;
 }
 
 export interface VerifyOptions {
   /** Scope(s) the request needs; with several, all are required. */
-  scope?: string | readonly string[];
+  scope?: string | readonly string[] | undefined;
   /** The client address, checked against the key's allow-list. An unparsable address never matches. */
-  ip?: string | null;
+  ip?: string | null | undefined;
 }
 
 /** What `create` and `rotate` return: the key and its token, shown this once. */

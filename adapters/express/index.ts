@@ -43,7 +43,7 @@ export interface ExpressGuardOptions<Req extends GuardedRequest = GuardedRequest
    * `res` (the guard then sends nothing). A throw goes to Express's error handling.
    * @default none: the guard sends the rejection as it is
    */
-  onReject?: (rejection: GuardRejection, req: Req, res: Res) => void | Promise<void>;
+  onReject?: ((rejection: GuardRejection, req: Req, res: Res) => void | Promise<void>) | undefined;
 }
 
 /**

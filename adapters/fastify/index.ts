@@ -17,7 +17,7 @@ export interface KeygatePluginOptions extends Omit<GuardOptions, 'scope'> {
    * (the guard then sends nothing). A throw goes to Fastify's error handling.
    * @default none: the guard sends the rejection as it is
    */
-  onReject?: (rejection: GuardRejection, request: FastifyRequest, reply: FastifyReply) => void | Promise<void>;
+  onReject?: ((rejection: GuardRejection, request: FastifyRequest, reply: FastifyReply) => void | Promise<void>) | undefined;
 }
 
 /** Options of one route's guard. */
@@ -26,7 +26,7 @@ export interface FastifyGuardOptions {
    * The scope(s) the route needs; with several, all are required. Checked when the guard is made.
    * @default none (any valid key passes)
    */
-  scope?: string | readonly string[];
+  scope?: string | readonly string[] | undefined;
 }
 
 /** An `onRequest` (or `preHandler`) hook that verifies the request's API key. */

@@ -16,7 +16,7 @@ export interface GuardedContext {
   state: object;
   status: number;
   body: unknown;
-  respond?: boolean;
+  respond?: boolean | undefined;
   readonly headerSent: boolean;
   set(field: string, value: string): void;
 }
@@ -29,7 +29,7 @@ export interface KoaGuardOptions<Ctx extends GuardedContext = GuardedContext> ex
    * to Koa's error handling.
    * @default none: the guard sends the rejection as it is
    */
-  onReject?: (rejection: GuardRejection, ctx: Ctx) => void | Promise<void>;
+  onReject?: ((rejection: GuardRejection, ctx: Ctx) => void | Promise<void>) | undefined;
 }
 
 /**

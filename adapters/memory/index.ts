@@ -1,21 +1,21 @@
-// MemoryStore: the reference KeyStore, kept in this process; for tests and single-instance apps.
+// memoryStore(): the reference KeyStore, kept in this process; for tests and single-instance apps.
 
 import { StoreConflictError } from '../../src/errors.js';
+import { FIELD_LIST } from '../../src/fields.js';
+import { deepFreeze } from '../../src/freeze.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value as object)) deepFreeze(child);
-  }
-  return value;
-}
+import { findByDigestSync, type SyncLookupStore } from '../../src/sync-lookup.js';
 
 const EMPTY_METADATA = Object.freeze({});
 const EMPTY_LIST: readonly string[] = Object.freeze([]);
 
-function frozenCopy(list: readonly string[]): readonly string[] {
+function frozenList(list: readonly string[]): readonly string[] {
+  if (list.length === 0) return EMPTY_LIST;
   return Object.isFrozen(list) ? list : Object.freeze([...list]);
+}
+
+function frozenJson(value: object): object {
+  return Object.keys(value).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(value));
 }
 
 /** Compares two records by (createdAt, id), the order of `list`. */
@@ -25,19 +25,21 @@ function compare(aTime: number, aId: string, bTime: number, bId: string): number
 }
 
 /**
- * Keeps keys in this process's memory. Lookups by digest are one Map read, whatever the number
- * of keys. Records are frozen when written and returned as kept, without copying. Nothing
- * survives a restart, and instances do not share keys: use a SQL or Redis store for that.
- *
- * @example
- * const keys = createKeyManager({ store: new MemoryStore() })
+ * A key store in this process's memory: what {@link memoryStore} returns. Lookups by digest are
+ * one Map read, whatever the number of keys. Records are frozen when written and returned as
+ * kept, without copying. Nothing survives a restart, and instances do not share keys: use a SQL
+ * or Redis store for that.
  */
-export class MemoryStore implements KeyStore {
+export class MemoryStore implements KeyStore, SyncLookupStore {
   private readonly byId = new Map<string, KeyRecord>();
   /** digest (current or previous) -> record */
   private readonly byDigest = new Map<string, KeyRecord>();
   /** Records in (createdAt, id) order, for `list`. */
   private readonly ordered: KeyRecord[] = [];
+
+  /** @deprecated Use `memoryStore()`; `new MemoryStore()` is removed in 0.3 (the `MemoryStore` type stays). */
+  // biome-ignore lint/complexity/noUselessConstructor: it carries the deprecation of `new MemoryStore()`.
+  constructor() {}
 
   /** How many keys are stored. */
   get size(): number {
@@ -63,7 +65,8 @@ export class MemoryStore implements KeyStore {
     return this.byDigest.get(digest) ?? null;
   }
 
-  findByDigestNow(digest: string): KeyRecord | null {
+  /** The same answer as `findByDigest`, at once: verify on this store needs no promise. @internal */
+  [findByDigestSync](digest: string): KeyRecord | null {
     return this.byDigest.get(digest) ?? null;
   }
 
@@ -128,28 +131,18 @@ export class MemoryStore implements KeyStore {
   }
 
   /**
-   * A frozen copy that callers cannot change under the store. Built as one literal so that every
-   * kept record shares one hidden class: verify reads these on every call.
+   * A frozen copy that callers cannot change under the store. Every kept record gets its fields in
+   * the same (table) order, so all share one hidden class: verify reads these on every call.
    */
   private freeze(r: KeyRecord): KeyRecord {
-    return Object.freeze({
-      id: r.id,
-      ownerId: r.ownerId,
-      name: r.name,
-      active: r.active,
-      scopes: frozenCopy(r.scopes),
-      allowedIps: r.allowedIps.length === 0 ? EMPTY_LIST : frozenCopy(r.allowedIps),
-      hint: r.hint,
-      createdAt: r.createdAt,
-      updatedAt: r.updatedAt,
-      lastUsedAt: r.lastUsedAt,
-      expiresAt: r.expiresAt,
-      metadata: Object.keys(r.metadata).length === 0 ? EMPTY_METADATA : deepFreeze(structuredClone(r.metadata)),
-      version: r.version,
-      digest: r.digest,
-      previousDigest: r.previousDigest,
-      previousDigestExpiresAt: r.previousDigestExpiresAt,
-    });
+    const kept: Record<string, unknown> = {};
+    for (const [name, spec] of FIELD_LIST) {
+      const value = r[name];
+      if (spec.kind === 'list') kept[name] = frozenList(value as readonly string[]);
+      else if (spec.kind === 'json') kept[name] = frozenJson(value as object);
+      else kept[name] = value;
+    }
+    return Object.freeze(kept) as unknown as KeyRecord;
   }
 
   private index(record: KeyRecord): void {
@@ -180,4 +173,16 @@ export class MemoryStore implements KeyStore {
   private find(record: KeyRecord): number {
     return this.position(record);
   }
+}
+
+/**
+ * A key store in this process's memory, for tests and single-instance apps.
+ *
+ * @example
+ * import { createKeyManager } from 'keygate'
+ * import { memoryStore } from 'keygate/memory'
+ * const keys = createKeyManager({ store: memoryStore() })
+ */
+export function memoryStore(): MemoryStore {
+  return new MemoryStore();
 }

@@ -1,9 +1,9 @@
 // keygate/mysql: the SQL key store over your own mysql2 pool, for MySQL 8 and MariaDB.
 
-import { assertClient, mysqlDialect, schemaScript, SqlKeyStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
+import { assertClient, mysqlDialect, schemaScript, SqlStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStoreOptions } from '../sql/index.js';
+export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
 
 /** The part of a `mysql2/promise` pool (or connection) the store uses. */
 export interface MysqlPool {
@@ -43,7 +43,7 @@ function matchedRows(header: ResultHeader): number {
  * const store = mysqlStore(pool)
  * await store.migrate()
  */
-export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlStoreOptions = {}): SqlKeyStore {
+export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlStoreOptions = {}): SqlStore {
   const callbackPool = pool !== null && typeof pool === 'object' && typeof (pool as MysqlCallbackPool).promise === 'function';
   const client = callbackPool ? (pool as MysqlCallbackPool).promise() : (pool as MysqlPool);
   assertClient(
@@ -52,7 +52,7 @@ export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlSt
     "a mysql2 pool (from 'mysql2/promise')",
     "Install the driver with `npm install mysql2` and pass `mysql.createPool({ uri })` from 'mysql2/promise'.",
   );
-  return new SqlKeyStore(
+  return new SqlStore(
     mysqlDialect,
     {
       async query(text, values) {

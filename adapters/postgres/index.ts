@@ -2,18 +2,10 @@
 
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../../src/errors.js';
-import {
-  assertClient,
-  postgresDialect,
-  schemaScript,
-  SqlKeyStore,
-  type SqlRow,
-  type SqlStoreOptions,
-  type SqlValue,
-} from '../sql/index.js';
+import { assertClient, postgresDialect, schemaScript, SqlStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStoreOptions } from '../sql/index.js';
+export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
 export { postgresInvalidation } from './invalidation.js';
 export type { PostgresInvalidationOptions, PostgresListenClient, PostgresNotification, PostgresPool } from './invalidation.js';
 
@@ -37,7 +29,7 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
    * that cannot keep prepared statements, such as PgBouncer before 1.21 in transaction mode.
    * @default true
    */
-  preparedStatements?: boolean;
+  preparedStatements?: boolean | undefined;
 }
 
 /**
@@ -52,7 +44,7 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
  * await store.migrate()
  * const keys = createKeyManager({ store })
  */
-export function postgresStore(client: PostgresQueryable, options: PostgresStoreOptions = {}): SqlKeyStore {
+export function postgresStore(client: PostgresQueryable, options: PostgresStoreOptions = {}): SqlStore {
   assertClient(
     client,
     ['query'],
@@ -71,7 +63,7 @@ export function postgresStore(client: PostgresQueryable, options: PostgresStoreO
     }
     return name;
   };
-  return new SqlKeyStore(
+  return new SqlStore(
     postgresDialect,
     {
       async query(text, values) {

@@ -2,6 +2,7 @@
 
 import type { InvalidationBus, InvalidationSubscriber } from '../../src/cache.js';
 import { ValidationError } from '../../src/errors.js';
+import { checkWholeNumber } from '../../src/validate.js';
 import { assertClient, isIdentifier } from '../sql/index.js';
 
 /** A notification as node-postgres delivers it. */
@@ -41,19 +42,19 @@ export interface PostgresInvalidationOptions {
    * identifier (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`).
    * @default 'keygate_invalidation'
    */
-  channel?: string;
+  channel?: string | undefined;
   /**
    * Opens the dedicated LISTEN connection, e.g. `async () => { const c = new pg.Client(url); await c.connect(); return c }`.
    * Needed when the first argument is a `Client` rather than a `Pool`.
    * @default () => pool.connect()
    */
-  connect?: () => Promise<PostgresListenClient>;
+  connect?: (() => Promise<PostgresListenClient>) | undefined;
   /** The first delay before reconnecting a lost LISTEN connection, in ms; doubled on each failure. @default 100 */
-  reconnectDelayMs?: number;
+  reconnectDelayMs?: number | undefined;
   /** The longest delay between reconnection attempts, in ms. @default 10000 */
-  maxReconnectDelayMs?: number;
+  maxReconnectDelayMs?: number | undefined;
   /** Receives lost connections and failed reconnection attempts (the bus keeps trying). @default none */
-  onError?: (error: unknown) => void;
+  onError?: ((error: unknown) => void) | undefined;
 }
 
 /** One subscription: a dedicated connection that LISTENs and comes back after it is lost. */
@@ -200,12 +201,12 @@ export function postgresInvalidation(pool: PostgresPool, options: PostgresInvali
       `must be a plain identifier matching /^[A-Za-z_][A-Za-z0-9_]{0,62}$/; got ${JSON.stringify(channel)}`,
     );
   }
-  const first = options.reconnectDelayMs ?? 100;
-  const max = options.maxReconnectDelayMs ?? 10_000;
-  if (!Number.isInteger(first) || first < 1) throw new ValidationError('reconnectDelayMs', 'must be a positive whole number of ms');
-  if (!Number.isInteger(max) || max < first) {
-    throw new ValidationError('maxReconnectDelayMs', 'must be a whole number of ms, at least reconnectDelayMs');
-  }
+  const first = checkWholeNumber('reconnectDelayMs', options.reconnectDelayMs ?? 100, { unit: 'ms' });
+  const max = checkWholeNumber('maxReconnectDelayMs', options.maxReconnectDelayMs ?? 10_000, {
+    min: first,
+    unit: 'ms',
+    minName: 'reconnectDelayMs',
+  });
   const open =
     options.connect ?? (typeof pool.connect === 'function' ? () => (pool.connect as () => Promise<PostgresListenClient>).call(pool) : null);
   if (open === null) {

@@ -1,7 +1,7 @@
 // keygate/redis: the Redis key store and the Redis pub/sub invalidation bus, for ioredis and node-redis.
 
-export { RedisKeyStore, redisStore } from './store.js';
-export type { RedisStoreOptions } from './store.js';
+export { redisStore, RedisKeyStore } from './store.js';
+export type { RedisStore, RedisStoreOptions } from './store.js';
 export { redisInvalidation } from './invalidation.js';
 export type { RedisInvalidationOptions, IoRedisSubscriberLike, NodeRedisSubscriberLike } from './invalidation.js';
 export type { RedisClientLike, IoRedisClientLike, NodeRedisClientLike } from './client.js';

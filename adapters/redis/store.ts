@@ -1,8 +1,8 @@
-// RedisKeyStore: keys in Redis through the application's own ioredis or node-redis client.
+// redisStore(): keys in Redis through the application's own ioredis or node-redis client.
 
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
+import { FIELD_LIST } from '../../src/fields.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
-import type { KeyMetadata } from '../../src/types.js';
 import { commandSender, type RedisClientLike, type SendCommand } from './client.js';
 import { DELETE, FIND_BY_DIGEST, INSERT, LIST, TOUCH, UPDATE } from './scripts.js';
 
@@ -14,26 +14,7 @@ export interface RedisStoreOptions {
    * prefix per application (or per environment) sharing a Redis database.
    * @default '{keygate}:'
    */
-  prefix?: string;
-}
-
-/** The record as kept in Redis: dates as ms since the epoch; lastUsedAt is kept beside it. */
-interface StoredRecord {
-  id: string;
-  ownerId: string | null;
-  name: string;
-  active: boolean;
-  scopes: string[];
-  allowedIps: string[];
-  hint: string;
-  createdAt: number;
-  updatedAt: number;
-  expiresAt: number | null;
-  metadata: KeyMetadata;
-  version: number;
-  digest: string;
-  previousDigest: string | null;
-  previousDigestExpiresAt: number | null;
+  prefix?: string | undefined;
 }
 
 /** The most index members one LIST script call reads. */
@@ -66,48 +47,32 @@ function memberOf(createdAt: Date, id: string): string {
   return `${String(ms).padStart(15, '0')}:${id}`;
 }
 
+/**
+ * The record as kept in the hash field `r`: JSON of every field but the touched one (lastUsedAt,
+ * kept in `u` beside it, so that a touch never rewrites the record), dates as ms since 1970.
+ */
 function encode(r: KeyRecord): string {
-  const stored: StoredRecord = {
-    id: r.id,
-    ownerId: r.ownerId,
-    name: r.name,
-    active: r.active,
-    scopes: [...r.scopes],
-    allowedIps: [...r.allowedIps],
-    hint: r.hint,
-    createdAt: r.createdAt.getTime(),
-    updatedAt: r.updatedAt.getTime(),
-    expiresAt: r.expiresAt === null ? null : r.expiresAt.getTime(),
-    metadata: r.metadata,
-    version: r.version,
-    digest: r.digest,
-    previousDigest: r.previousDigest,
-    previousDigestExpiresAt: r.previousDigestExpiresAt === null ? null : r.previousDigestExpiresAt.getTime(),
-  };
+  const stored: Record<string, unknown> = {};
+  for (const [name, spec] of FIELD_LIST) {
+    if (spec.touched) continue;
+    const value = r[name];
+    if (spec.kind === 'time') stored[name] = value === null ? null : (value as Date).getTime();
+    else if (spec.kind === 'list') stored[name] = [...(value as readonly string[])];
+    else stored[name] = value;
+  }
   return JSON.stringify(stored);
 }
 
 function decode(json: unknown, lastUsed: unknown): KeyRecord {
   if (typeof json !== 'string') throw new Error('Redis returned a key record that is not a string');
-  const s = JSON.parse(json) as StoredRecord;
-  return {
-    id: s.id,
-    ownerId: s.ownerId,
-    name: s.name,
-    active: s.active,
-    scopes: s.scopes,
-    allowedIps: s.allowedIps,
-    hint: s.hint,
-    createdAt: new Date(s.createdAt),
-    updatedAt: new Date(s.updatedAt),
-    lastUsedAt: typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null,
-    expiresAt: s.expiresAt === null ? null : new Date(s.expiresAt),
-    metadata: s.metadata,
-    version: s.version,
-    digest: s.digest,
-    previousDigest: s.previousDigest,
-    previousDigestExpiresAt: s.previousDigestExpiresAt === null ? null : new Date(s.previousDigestExpiresAt),
-  };
+  const stored = JSON.parse(json) as Record<string, unknown>;
+  const record: Record<string, unknown> = {};
+  for (const [name, spec] of FIELD_LIST) {
+    if (spec.touched) record[name] = typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null;
+    else if (spec.kind === 'time') record[name] = stored[name] === null ? null : new Date(stored[name] as number);
+    else record[name] = stored[name];
+  }
+  return record as unknown as KeyRecord;
 }
 
 /**
@@ -127,7 +92,7 @@ function decode(json: unknown, lastUsed: unknown): KeyRecord {
  * await new Promise((resolve) => client.once('ready', resolve))
  * const keys = createKeyManager({ store: redisStore(client) })
  */
-export class RedisKeyStore implements KeyStore {
+export class RedisStore implements KeyStore {
   /** The prefix of every key this store writes. */
   readonly prefix: string;
   private readonly send: SendCommand;
@@ -217,7 +182,7 @@ export class RedisKeyStore implements KeyStore {
 }
 
 /**
- * A {@link RedisKeyStore} over your own ioredis (5, 6) or node-redis (4.6+, 5, 6) client.
+ * A {@link RedisStore} over your own ioredis (5, 6) or node-redis (4.6+, 5, 6) client.
  *
  * @example
  * import { createClient } from 'redis'
@@ -226,6 +191,11 @@ export class RedisKeyStore implements KeyStore {
  * await client.connect()
  * const keys = createKeyManager({ store: redisStore(client, { prefix: '{shop}:keys:' }) })
  */
-export function redisStore(client: RedisClientLike, options: RedisStoreOptions = {}): RedisKeyStore {
-  return new RedisKeyStore(client, options);
+export function redisStore(client: RedisClientLike, options: RedisStoreOptions = {}): RedisStore {
+  return new RedisStore(client, options);
 }
+
+/** @deprecated Use `redisStore(client, options)`, and the `RedisStore` type; removed in 0.3. */
+export const RedisKeyStore = RedisStore;
+/** @deprecated Use the `RedisStore` type, which `redisStore()` returns; removed in 0.3. */
+export type RedisKeyStore = RedisStore;

@@ -11,7 +11,7 @@ export type Bind = (value: SqlValue) => string;
 
 /**
  * Everything the SQL key store needs to know about one dialect. The statements themselves are
- * written once, in `SqlKeyStore`; this object only fills in the parts that differ.
+ * written once, in `SqlStore`; this object only fills in the parts that differ.
  */
 export interface Dialect {
   readonly name: DialectName;

@@ -1,9 +1,9 @@
-// SqlKeyStore: every SQL statement keygate runs, written once for PostgreSQL, MySQL/MariaDB and SQLite.
+// SqlStore: every SQL statement keygate runs, written once for PostgreSQL, MySQL/MariaDB and SQLite.
 
 import { createHash } from 'node:crypto';
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
+import { FIELD_LIST, type FieldSpec } from '../../src/fields.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
-import type { KeyMetadata } from '../../src/types.js';
 import { isIdentifier, type Bind, type Dialect, type SqlValue } from './dialects.js';
 
 /** One row as a driver returns it: column name -> value. */
@@ -32,32 +32,14 @@ export interface SqlStoreOptions {
    * written (quoted, so case matters); for PostgreSQL it may be schema-qualified (`auth.api_keys`).
    * @default 'keygate_keys'
    */
-  table?: string;
+  table?: string | undefined;
 }
 
 /** The default table name. */
 export const DEFAULT_TABLE = 'keygate_keys';
 
-/** The columns, in the order every statement lists them. */
-const COLUMNS = [
-  'id',
-  'owner_id',
-  'name',
-  'active',
-  'scopes',
-  'allowed_ips',
-  'hint',
-  'created_at',
-  'updated_at',
-  'last_used_at',
-  'expires_at',
-  'metadata',
-  'version',
-  'digest',
-  'previous_digest',
-  'previous_digest_expires_at',
-] as const;
-const COLUMN_LIST = COLUMNS.join(', ');
+/** The columns, in the order of the field table, which every statement follows. */
+const COLUMN_LIST = FIELD_LIST.map(([, spec]) => spec.column).join(', ');
 
 /** Entries of one touch statement; larger batches (the manager sends at most 1000) are split. */
 const TOUCH_MAX = 4096;
@@ -99,22 +81,7 @@ export function schemaStatements(dialect: Dialect, tableName: string = DEFAULT_T
   const t = dialect.types;
   const q = dialect.quote(table);
   const columns = [
-    `id ${t.id} NOT NULL`,
-    `owner_id ${t.ownerId}`,
-    `name ${t.name} NOT NULL`,
-    `active ${t.boolean} NOT NULL`,
-    `scopes ${t.json} NOT NULL`,
-    `allowed_ips ${t.json} NOT NULL`,
-    `hint ${t.hint} NOT NULL`,
-    `created_at ${t.time} NOT NULL`,
-    `updated_at ${t.time} NOT NULL`,
-    `last_used_at ${t.time}`,
-    `expires_at ${t.time}`,
-    `metadata ${t.json} NOT NULL`,
-    `version ${t.version} NOT NULL`,
-    `digest ${t.digest} NOT NULL`,
-    `previous_digest ${t.digest}`,
-    `previous_digest_expires_at ${t.time}`,
+    ...FIELD_LIST.map(([, spec]) => `${spec.column} ${t[spec.sqlType]}${spec.nullable ? '' : ' NOT NULL'}`),
     'PRIMARY KEY (id)',
   ];
   const partial = dialect.partialIndexes ? ' WHERE previous_digest IS NOT NULL' : '';
@@ -150,12 +117,63 @@ function statement(dialect: Dialect, build: (bind: Bind) => string): { text: str
   return { text, values };
 }
 
-function time(date: Date | null): number | null {
-  return date === null ? null : date.getTime();
+/** A field's value as bound to a statement. */
+function encodeValue(dialect: Dialect, spec: FieldSpec, value: unknown): SqlValue {
+  if (value === null) return null;
+  switch (spec.kind) {
+    case 'boolean':
+      return dialect.encodeBoolean(value as boolean);
+    case 'list':
+    case 'json':
+      return JSON.stringify(value);
+    case 'time':
+      return (value as Date).getTime();
+    default:
+      return value as string | number;
+  }
 }
 
-function date(value: unknown): Date | null {
-  return value === null || value === undefined ? null : new Date(Number(value));
+/** A field's value as read back from a row. */
+function decodeValue(dialect: Dialect, spec: FieldSpec, value: unknown): unknown {
+  if (value === null || value === undefined) return null;
+  switch (spec.kind) {
+    case 'boolean':
+      return dialect.decodeBoolean(value);
+    case 'list':
+    case 'json':
+      return JSON.parse(dialect.decodeText(value));
+    case 'time':
+      return new Date(Number(value));
+    case 'integer':
+      return Number(value);
+    default:
+      return dialect.decodeText(value);
+  }
+}
+
+/**
+ * The SET list of the compare-and-set UPDATE, column by column, with the field each placeholder
+ * binds. Every column but `id` is written; a touched column (last_used_at) keeps the later of the
+ * stored and the given time, since a touch may have landed after the caller's read.
+ */
+function updateAssignments(dialect: Dialect): { text: string; binds: number[] } {
+  const binds: number[] = [];
+  const bind = (field: number): string => {
+    binds.push(field);
+    return dialect.param(binds.length);
+  };
+  const parts: string[] = [];
+  FIELD_LIST.forEach(([name, spec], field) => {
+    if (name === 'id') return;
+    const c = spec.column;
+    if (spec.touched) {
+      const given = bind(field);
+      parts.push(`${c} = CASE WHEN ${c} IS NULL OR ${c} < ${dialect.time(given)} THEN ${dialect.time(bind(field))} ELSE ${c} END`);
+    } else {
+      parts.push(`${c} = ${bind(field)}`);
+    }
+  });
+  return { text: parts.join(', '), binds };
 }
 
 /** The smallest power of two that holds `n`: touch statements come in a few sizes only. */
@@ -174,7 +192,7 @@ function bucket(n: number): number {
  * `version`. Rotation keeps the replaced token's digest in `previous_digest` until
  * `previous_digest_expires_at`, and `findByDigest` looks at both columns.
  */
-export class SqlKeyStore implements KeyStore {
+export class SqlStore implements KeyStore {
   /** The table name, as configured. */
   readonly table: string;
   /** The CREATE statements of the table and its indexes, as one script. */
@@ -189,6 +207,8 @@ export class SqlKeyStore implements KeyStore {
     readonly update: string;
     readonly delete: string;
   };
+  /** For each placeholder of the UPDATE's SET list, in order, the index of its field in the table. */
+  private readonly updateBinds: readonly number[];
 
   constructor(dialect: Dialect, driver: SqlDriver, options: SqlStoreOptions = {}) {
     this.dialect = dialect;
@@ -198,19 +218,14 @@ export class SqlKeyStore implements KeyStore {
     const t = dialect.quote(this.table);
     const p = (n: number): string => dialect.param(n);
     const select = `SELECT ${COLUMN_LIST} FROM ${t}`;
+    const set = updateAssignments(dialect);
+    this.updateBinds = set.binds;
     this.sql = {
-      insert: `INSERT INTO ${t} (${COLUMN_LIST}) VALUES (${COLUMNS.map((_, i) => p(i + 1)).join(', ')})`,
+      insert: `INSERT INTO ${t} (${COLUMN_LIST}) VALUES (${FIELD_LIST.map((_, i) => p(i + 1)).join(', ')})`,
       findById: `${select} WHERE id = ${p(1)}`,
       // Two lookups, each on its own index, the first hit wins.
       findByDigest: `${select} WHERE digest = ${p(1)} UNION ALL ${select} WHERE previous_digest = ${p(2)} LIMIT 1`,
-      update: [
-        `UPDATE ${t} SET owner_id = ${p(1)}, name = ${p(2)}, active = ${p(3)}, scopes = ${p(4)}, allowed_ips = ${p(5)},`,
-        ` hint = ${p(6)}, created_at = ${p(7)}, updated_at = ${p(8)},`,
-        // A touch that landed after the caller's read is kept: last_used_at never goes back.
-        ` last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ${dialect.time(p(9))} THEN ${dialect.time(p(10))} ELSE last_used_at END,`,
-        ` expires_at = ${p(11)}, metadata = ${p(12)}, version = ${p(13)}, digest = ${p(14)}, previous_digest = ${p(15)},`,
-        ` previous_digest_expires_at = ${p(16)} WHERE id = ${p(17)} AND version = ${p(18)}`,
-      ].join(''),
+      update: `UPDATE ${t} SET ${set.text} WHERE id = ${p(set.binds.length + 1)} AND version = ${p(set.binds.length + 2)}`,
       delete: `DELETE FROM ${t} WHERE id = ${p(1)}`,
     };
   }
@@ -259,10 +274,8 @@ export class SqlKeyStore implements KeyStore {
   }
 
   async update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
-    // The SET list follows the column order without id, binding last_used_at twice; then the WHERE.
-    const values = this.encode(next);
-    values.splice(9, 0, time(next.lastUsedAt));
-    values.shift();
+    const encoded = this.encode(next);
+    const values = this.updateBinds.map((field) => encoded[field] as SqlValue);
     values.push(next.id, expectedVersion);
     try {
       const { count } = await this.driver.query(this.sql.update, values);
@@ -316,46 +329,17 @@ export class SqlKeyStore implements KeyStore {
 
   /** A record's values in column order. */
   private encode(r: KeyRecord): SqlValue[] {
-    return [
-      r.id,
-      r.ownerId,
-      r.name,
-      this.dialect.encodeBoolean(r.active),
-      JSON.stringify(r.scopes),
-      JSON.stringify(r.allowedIps),
-      r.hint,
-      time(r.createdAt),
-      time(r.updatedAt),
-      time(r.lastUsedAt),
-      time(r.expiresAt),
-      JSON.stringify(r.metadata),
-      r.version,
-      r.digest,
-      r.previousDigest,
-      time(r.previousDigestExpiresAt),
-    ];
+    return FIELD_LIST.map(([name, spec]) => encodeValue(this.dialect, spec, r[name]));
   }
 
   private decode(row: SqlRow): KeyRecord {
-    const d = this.dialect;
-    const text = (value: unknown): string | null => (value === null || value === undefined ? null : d.decodeText(value));
-    return {
-      id: d.decodeText(row.id),
-      ownerId: text(row.owner_id),
-      name: d.decodeText(row.name),
-      active: d.decodeBoolean(row.active),
-      scopes: JSON.parse(d.decodeText(row.scopes)) as string[],
-      allowedIps: JSON.parse(d.decodeText(row.allowed_ips)) as string[],
-      hint: d.decodeText(row.hint),
-      createdAt: date(row.created_at) as Date,
-      updatedAt: date(row.updated_at) as Date,
-      lastUsedAt: date(row.last_used_at),
-      expiresAt: date(row.expires_at),
-      metadata: JSON.parse(d.decodeText(row.metadata)) as KeyMetadata,
-      version: Number(row.version),
-      digest: d.decodeText(row.digest),
-      previousDigest: text(row.previous_digest),
-      previousDigestExpiresAt: date(row.previous_digest_expires_at),
-    };
+    const record: Record<string, unknown> = {};
+    for (const [name, spec] of FIELD_LIST) record[name] = decodeValue(this.dialect, spec, row[spec.column]);
+    return record as unknown as KeyRecord;
   }
 }
+
+/** @deprecated Use `postgresStore()`, `mysqlStore()` or `sqliteStore()`, and the `SqlStore` type; removed in 0.3. */
+export const SqlKeyStore = SqlStore;
+/** @deprecated Use the `SqlStore` type, which `postgresStore()`, `mysqlStore()` and `sqliteStore()` return; removed in 0.3. */
+export type SqlKeyStore = SqlStore;

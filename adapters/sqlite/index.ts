@@ -1,9 +1,9 @@
 // keygate/sqlite: the SQL key store over your own better-sqlite3 Database.
 
-import { assertClient, schemaScript, sqliteDialect, SqlKeyStore, type SqlRow, type SqlStoreOptions } from '../sql/index.js';
+import { assertClient, schemaScript, sqliteDialect, SqlStore, type SqlRow, type SqlStoreOptions } from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStoreOptions } from '../sql/index.js';
+export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
 
 /** The part of a better-sqlite3 statement the store uses. */
 export interface SqliteStatement {
@@ -34,7 +34,7 @@ export type SqliteStoreOptions = SqlStoreOptions;
  * const store = sqliteStore(db)
  * await store.migrate()
  */
-export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}): SqlKeyStore {
+export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}): SqlStore {
   assertClient(
     db,
     ['prepare', 'exec'],
@@ -51,7 +51,7 @@ export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}
     }
     return statement;
   };
-  return new SqlKeyStore(
+  return new SqlStore(
     sqliteDialect,
     {
       async query(text, values) {

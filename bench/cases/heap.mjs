@@ -11,14 +11,14 @@ function settledHeap() {
 export async function run({ quick, log }) {
   if (typeof globalThis.gc !== 'function') throw new Error('the heap case needs node --expose-gc');
   const { createKeyManager } = await loadDist('index');
-  const { MemoryStore } = await loadDist('memory');
+  const { memoryStore } = await loadDist('memory');
   // The quick smoke run measures 100k keys; the full run the 1M of the target.
   const count = quick ? 100_000 : 1_000_000;
   const size = quick ? '100k' : '1M';
   const rounds = quick ? 1 : 2;
   const perKey = [];
   for (let r = 0; r < rounds; r++) {
-    let store = new MemoryStore();
+    let store = memoryStore();
     const keys = createKeyManager({ store });
     const before = settledHeap();
     // keys.create builds each record exactly as in use and hands it to store.insert; the manager

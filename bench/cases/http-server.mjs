@@ -6,8 +6,8 @@ const [framework, mode] = process.argv.slice(2);
 const guarded = mode === 'guarded';
 
 const { createKeyManager } = await loadDist('index');
-const { MemoryStore } = await loadDist('memory');
-const keys = createKeyManager({ store: new MemoryStore() });
+const { memoryStore } = await loadDist('memory');
+const keys = createKeyManager({ store: memoryStore() });
 const { token } = await keys.create({ name: 'Load test', scopes: ['orders:list'] });
 /** What every server answers on GET /orders, guarded or not. */
 const body = { orders: [{ id: 1, total: '12.50' }] };

@@ -55,7 +55,7 @@ export async function run({ quick, log }) {
   const { default: Database } = await import('better-sqlite3');
   const { memoryAdapter } = await import('better-auth/adapters/memory');
   const { createKeyManager } = await loadDist('index');
-  const { MemoryStore } = await loadDist('memory');
+  const { memoryStore } = await loadDist('memory');
   const { sqliteStore } = await loadDist('sqlite');
 
   // Both SQLite databases: a file each, WAL, in a temporary directory.
@@ -73,7 +73,7 @@ export async function run({ quick, log }) {
     await fillStore(kgSqliteStore, count - REAL_KEYS);
     const kgSqlite = createKeyManager({ store: kgSqliteStore });
     const kgSqliteTokens = await createKeys(kgSqlite, REAL_KEYS);
-    const kgMemoryStore = new MemoryStore();
+    const kgMemoryStore = memoryStore();
     await fillStore(kgMemoryStore, count - REAL_KEYS);
     const kgMemory = createKeyManager({ store: kgMemoryStore });
     const kgMemoryTokens = await createKeys(kgMemory, REAL_KEYS);

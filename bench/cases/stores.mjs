@@ -76,14 +76,14 @@ const STORES = [
 
 export async function run({ quick, log }) {
   const { createKeyManager } = await loadDist('index');
-  const { MemoryStore } = await loadDist('memory');
+  const { memoryStore } = await loadDist('memory');
   const rows = [];
   const memorySamples = [];
 
   // The reference: MemoryStore with the same number of keys, measured in the same rounds.
-  const memoryStore = new MemoryStore();
-  await fillStore(memoryStore, KEYS - REAL_KEYS);
-  const memoryKeys = createKeyManager({ store: memoryStore });
+  const reference = memoryStore();
+  await fillStore(reference, KEYS - REAL_KEYS);
+  const memoryKeys = createKeyManager({ store: reference });
   const memoryTokens = await createKeys(memoryKeys, REAL_KEYS);
 
   for (const spec of STORES) {

@@ -15,7 +15,7 @@ export const IP_RULE =
 
 /**
  * @typedef {object} CreateAppOptions
- * @property {import('keygate').KeyStore} store where the keys live (sqliteStore, postgresStore, redisStore, MemoryStore)
+ * @property {import('keygate').KeyStore} store where the keys live (sqliteStore, postgresStore, redisStore, memoryStore)
  * @property {string} adminPassword password of the `admin` user of the admin page (at least 8 characters)
  * @property {Omit<import('keygate').KeyManagerOptions, 'store'>} [keyManager] further createKeyManager options
  */
@@ -33,7 +33,7 @@ export const IP_RULE =
  * @param {CreateAppOptions} options
  * @returns {B2bStoreApp}
  * @example
- * const { app } = createApp({ store: new MemoryStore(), adminPassword: 'correct horse battery' })
+ * const { app } = createApp({ store: memoryStore(), adminPassword: 'correct horse battery' })
  * app.listen(3000, '127.0.0.1')
  */
 export function createApp(options) {

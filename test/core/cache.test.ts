@@ -1,7 +1,7 @@
 // The verify cache: what it saves, what it may serve stale and for how long, and how invalidation reaches it.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { VerifyCache } from '../../src/cache.js';
 import {
   createKeyManager,
@@ -106,7 +106,7 @@ describe('verify cache', () => {
   it('remembers a miss too', async () => {
     const store = new CountingStore();
     const keys = manager(store);
-    const { token: unknown } = await manager(new MemoryStore()).create({ name: 'elsewhere', scopes: ['all'] });
+    const { token: unknown } = await manager(memoryStore()).create({ name: 'elsewhere', scopes: ['all'] });
     for (let i = 0; i < 5; i++) expect(await keys.verify(unknown)).toMatchObject({ valid: false, code: 'NOT_FOUND' });
     expect(store.lookups).toBe(1);
   });
@@ -261,8 +261,8 @@ describe('verify cache', () => {
   });
 
   it('rejects options that are not positive whole numbers', () => {
-    expect(() => createKeyManager({ store: new MemoryStore(), cache: { ttlMs: 0 } })).toThrow(ValidationError);
-    expect(() => createKeyManager({ store: new MemoryStore(), cache: { maxEntries: 1.5 } })).toThrow(ValidationError);
+    expect(() => createKeyManager({ store: memoryStore(), cache: { ttlMs: 0 } })).toThrow(ValidationError);
+    expect(() => createKeyManager({ store: memoryStore(), cache: { maxEntries: 1.5 } })).toThrow(ValidationError);
   });
 });
 
@@ -345,7 +345,7 @@ describe('verify cache with an invalidation bus', () => {
 
   it('stops listening on close()', async () => {
     const local = localBus();
-    const keys = createKeyManager({ store: new MemoryStore(), cache: {}, invalidation: local.bus });
+    const keys = createKeyManager({ store: memoryStore(), cache: {}, invalidation: local.bus });
     await tick();
     expect(local.subscribers.size).toBe(1);
     await keys.close();

@@ -1,7 +1,7 @@
 // The key manager: lifecycle rules, verify's order of checks, store failures, events and last-used batching.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { type MemoryStore, memoryStore } from '../../adapters/memory/index.js';
 import {
   createKeyManager,
   KeygateError,
@@ -11,11 +11,11 @@ import {
   type KeyEvent,
   type KeyManagerOptions,
 } from '../../src/index.js';
-import { brokenStore, countingStore } from '../support/counting-store.js';
+import { brokenStore, countingStore, DelegatingStore } from '../support/counting-store.js';
 
 function setup(extra: Partial<KeyManagerOptions> = {}) {
   let t = Date.UTC(2030, 5, 1);
-  const store = countingStore(new MemoryStore());
+  const store = countingStore(memoryStore());
   const keys = createKeyManager({ store, now: () => t, ...extra });
   return { keys, store, advance: (ms: number) => void (t += ms), now: () => t };
 }
@@ -91,7 +91,29 @@ describe('update', () => {
   });
 });
 
+/** Whether `promise` has settled by the time one microtask has run, i.e. nothing inside it awaited. */
+async function settlesAtOnce(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  void promise.then(() => {
+    settled = true;
+  });
+  await Promise.resolve();
+  return settled;
+}
+
 describe('verify', () => {
+  it('answers from an in-process store and from a cache hit without awaiting anything', async () => {
+    const keys = createKeyManager({ store: memoryStore() });
+    const { token } = await keys.create({ name: 'fast', scopes: ['orders:list'] });
+    expect(await settlesAtOnce(keys.verify(token, { scope: 'orders:list' }))).toBe(true);
+    const remote = createKeyManager({ store: new DelegatingStore(), cache: {} });
+    const { token: cached } = await remote.create({ name: 'cached', scopes: ['orders:list'] });
+    // The first verify asks the store; the second is a cache hit.
+    expect(await settlesAtOnce(remote.verify(cached))).toBe(false);
+    expect(await settlesAtOnce(remote.verify(cached))).toBe(true);
+    await Promise.all([keys.close(), remote.close()]);
+  });
+
   it('checks in order: format, lookup, active, expiry, IP, scope', async () => {
     const { keys, advance } = setup();
     const { key, token } = await keys.create({
@@ -169,7 +191,7 @@ describe('verify', () => {
 
 describe('a store that fails or hangs', () => {
   it.each(['throw', 'reject'] as const)('makes verify throw StoreUnavailableError when the store calls %s', async (behave) => {
-    const good = await createKeyManager({ store: new MemoryStore() }).create({ name: 't', scopes: ['all'] });
+    const good = await createKeyManager({ store: memoryStore() }).create({ name: 't', scopes: ['all'] });
     const keys = createKeyManager({ store: brokenStore(behave) });
     const error = await keys.verify(good.token).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StoreUnavailableError);
@@ -179,7 +201,7 @@ describe('a store that fails or hangs', () => {
   });
 
   it('bounds a hanging store by storeTimeoutMs, and keeps answering', async () => {
-    const good = await createKeyManager({ store: new MemoryStore() }).create({ name: 't', scopes: ['all'] });
+    const good = await createKeyManager({ store: memoryStore() }).create({ name: 't', scopes: ['all'] });
     const keys = createKeyManager({ store: brokenStore('hang'), storeTimeoutMs: 150 });
     const started = Date.now();
     const results = await Promise.allSettled([keys.verify(good.token), keys.verify(good.token), keys.get('x')]);
@@ -250,7 +272,7 @@ describe('lastUsedAt', () => {
 
   it('never fails a request when the write fails', async () => {
     const errors: unknown[] = [];
-    const inner = new MemoryStore();
+    const inner = memoryStore();
     const store = Object.assign(Object.create(inner) as MemoryStore, {
       touch: () => Promise.reject(new Error('disk full')),
     });
@@ -288,7 +310,7 @@ describe('list', () => {
 
 describe('two managers on one store, without a cache', () => {
   it('see deactivate, delete and rotate at once', async () => {
-    const store = new MemoryStore();
+    const store = memoryStore();
     const a = createKeyManager({ store });
     const b = createKeyManager({ store });
     const { key, token } = await a.create({ name: 'shared', scopes: ['all'] });

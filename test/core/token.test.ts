@@ -1,7 +1,7 @@
 // Tokens: prefix, 190 random bits in base62, a CRC32 checksum that stops typos before the store.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, ValidationError } from '../../src/index.js';
 import { countingStore } from '../support/counting-store.js';
 
@@ -9,7 +9,7 @@ const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 describe('tokens', () => {
   it('look like {prefix}_{38 base62 characters} and are all different', async () => {
-    const keys = createKeyManager({ store: new MemoryStore(), prefix: 'shop_live' });
+    const keys = createKeyManager({ store: memoryStore(), prefix: 'shop_live' });
     const tokens = new Set<string>();
     for (let i = 0; i < 200; i++) {
       const { token, key } = await keys.create({ name: `t${i}`, scopes: ['all'] });
@@ -21,7 +21,7 @@ describe('tokens', () => {
   });
 
   it('use every base62 character in the random part (no - or _ from the default nanoid alphabet)', async () => {
-    const keys = createKeyManager({ store: new MemoryStore() });
+    const keys = createKeyManager({ store: memoryStore() });
     const seen = new Set<string>();
     for (let i = 0; i < 300; i++) {
       const { token } = await keys.create({ name: 'x', scopes: ['all'] });
@@ -31,7 +31,7 @@ describe('tokens', () => {
   });
 
   it('with any single character changed fail as MALFORMED without a store call', async () => {
-    const store = countingStore(new MemoryStore());
+    const store = countingStore(memoryStore());
     const keys = createKeyManager({ store });
     const { token } = await keys.create({ name: 'typo', scopes: ['all'] });
     const before = store.calls.total;
@@ -51,7 +51,7 @@ describe('tokens', () => {
   });
 
   it('that are random strings never reach the store (property)', async () => {
-    const store = countingStore(new MemoryStore());
+    const store = countingStore(memoryStore());
     const keys = createKeyManager({ store });
     await fc.assert(
       fc.asyncProperty(fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), fc.stringMatching(/^kg_[0-9A-Za-z]{38}$/)), async (t) => {
@@ -66,20 +66,20 @@ describe('tokens', () => {
 
   it('refuse bad prefixes at manager creation', () => {
     for (const prefix of ['', 'KG', '1kg', 'kg-live', 'kg_', 'a_b_c', 'averyveryverylongprefix']) {
-      expect(() => createKeyManager({ store: new MemoryStore(), prefix }), prefix).toThrow(ValidationError);
+      expect(() => createKeyManager({ store: memoryStore(), prefix }), prefix).toThrow(ValidationError);
     }
   });
 
   it('from another prefix are MALFORMED', async () => {
-    const a = createKeyManager({ store: new MemoryStore(), prefix: 'aa' });
-    const shared = new MemoryStore();
+    const a = createKeyManager({ store: memoryStore(), prefix: 'aa' });
+    const shared = memoryStore();
     const b = createKeyManager({ store: shared, prefix: 'bb' });
     const { token } = await a.create({ name: 'a', scopes: ['all'] });
     expect(await b.verify(token)).toMatchObject({ code: 'MALFORMED' });
   });
 
   it('are looked up by an HMAC digest when a pepper is set', async () => {
-    const store = new MemoryStore();
+    const store = memoryStore();
     const peppered = createKeyManager({ store, pepper: 'server-secret' });
     const { token } = await peppered.create({ name: 'p', scopes: ['all'] });
     expect((await peppered.verify(token)).valid).toBe(true);

@@ -3,7 +3,7 @@
 import { createServer, type Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
@@ -66,7 +66,7 @@ async function untilReady(client: AnyRedisClient, timeoutMs = 10_000): Promise<v
 
 /** A well-formed token of the default prefix (its key lives in another store). */
 async function someToken(): Promise<string> {
-  const keys = createKeyManager({ store: new MemoryStore() });
+  const keys = createKeyManager({ store: memoryStore() });
   const { token } = await keys.create({ name: 'probe', scopes: ['all'] });
   await keys.close();
   return token;

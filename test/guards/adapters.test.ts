@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiKeyGuard as expressGuard } from '../../adapters/express/index.js';
 import keygateDefault, { keygatePlugin } from '../../adapters/fastify/index.js';
 import { apiKeyGuard as koaGuard, type ApiKeyState } from '../../adapters/koa/index.js';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import { send } from './client.js';
@@ -22,7 +22,7 @@ let token: string;
 let keyId: string;
 
 beforeAll(async () => {
-  keys = createKeyManager({ store: new MemoryStore() });
+  keys = createKeyManager({ store: memoryStore() });
   const created = await keys.create({ name: 'erp', scopes: ['orders:list'] });
   token = created.token;
   keyId = created.key.id;

@@ -2,7 +2,7 @@
 
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import { FRAMEWORKS, type AppSpec, type RunningApp } from './apps.js';
 
@@ -39,7 +39,7 @@ describe.each(FRAMEWORKS)('$name client address', (framework) => {
   const bearer = (name: string) => ({ authorization: `Bearer ${token[name]}` });
 
   beforeAll(async () => {
-    keys = createKeyManager({ store: new MemoryStore() });
+    keys = createKeyManager({ store: memoryStore() });
     const allowed = { public: '203.0.113.7', loopback4: '127.0.0.1', loopback6: '::1' };
     for (const [name, allowedIps] of Object.entries(allowed)) {
       token[name] = (await keys.create({ name, scopes: ['orders:list'], allowedIps })).token;

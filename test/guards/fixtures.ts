@@ -1,6 +1,6 @@
 // Keys in every state a guard must tell apart, and the table of what each one gets in every framework.
 
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyEvent, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
 
 const HOUR = 3_600_000;
@@ -33,7 +33,7 @@ export interface KeyStates {
 export async function createKeyStates(extra: Partial<KeyManagerOptions> = {}): Promise<KeyStates> {
   let clock = Date.UTC(2030, 0, 1);
   const events: KeyEvent[] = [];
-  const keys = createKeyManager({ store: new MemoryStore(), now: () => clock, onEvent: (e) => events.push(e), ...extra });
+  const keys = createKeyManager({ store: memoryStore(), now: () => clock, onEvent: (e) => events.push(e), ...extra });
   const valid = await keys.create({ name: 'valid', scopes: ['orders:list'] });
   const edit = await keys.create({ name: 'edit implies list', scopes: ['orders:edit'] });
   const wrongScope = await keys.create({ name: 'products only', scopes: ['products:list'] });
@@ -43,7 +43,7 @@ export async function createKeyStates(extra: Partial<KeyManagerOptions> = {}): P
   await keys.delete(deleted.key.id);
   const ipLocked = await keys.create({ name: 'ip locked', scopes: ['all'], allowedIps: '203.0.113.7' });
   // Well-formed, right prefix, never stored here.
-  const stranger = await createKeyManager({ store: new MemoryStore() }).create({ name: 'elsewhere', scopes: ['all'] });
+  const stranger = await createKeyManager({ store: memoryStore() }).create({ name: 'elsewhere', scopes: ['all'] });
   clock += 2 * HOUR;
   return {
     keys,

@@ -2,7 +2,7 @@
 
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager } from '../../src/manager.js';
 import { FRAMEWORKS, type RunningApp } from './apps.js';
 import { sendRaw } from './client.js';
@@ -56,7 +56,7 @@ describe.each(FRAMEWORKS)('$name with hostile headers', (framework) => {
   let token: string;
 
   beforeAll(async () => {
-    const keys = createKeyManager({ store: new MemoryStore() });
+    const keys = createKeyManager({ store: memoryStore() });
     token = (await keys.create({ name: 'erp', scopes: ['all'] })).token;
     app = await framework.start({ keys, guard: { carriers: ['bearer', 'x-api-key', 'basic'], trustedProxies: 'loopback' } });
   });

@@ -2,12 +2,13 @@
 
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { StoreUnavailableError, ValidationError } from '../../src/errors.js';
 import { canonicalIp } from '../../src/ip.js';
 import { createGuardCore, type GuardOptions, type GuardOutcome, type GuardRequest } from '../../src/http.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import type { KeyRecord, KeyStore } from '../../src/store.js';
+import { DelegatingStore } from '../support/counting-store.js';
 
 let keys: KeyManager;
 let token: string;
@@ -15,7 +16,7 @@ let other: string;
 let locked: string;
 
 beforeAll(async () => {
-  keys = createKeyManager({ store: new MemoryStore() });
+  keys = createKeyManager({ store: memoryStore() });
   token = (await keys.create({ name: 'erp', scopes: ['orders:edit'] })).token;
   other = (await keys.create({ name: 'crm', scopes: ['customers:list'] })).token;
   locked = (await keys.create({ name: 'office', scopes: ['all'], allowedIps: '203.0.113.7,2001:db8::7' })).token;
@@ -248,8 +249,8 @@ describe('outcomes', () => {
   });
 
   it('turns a store failure into 503 with Retry-After and the error for logs', async () => {
-    const failing: KeyStore = Object.assign(new MemoryStore(), {
-      findByDigestNow: undefined,
+    // A delegating store answers only asynchronously, so verify reaches the failing findByDigest.
+    const failing: KeyStore = Object.assign(new DelegatingStore(), {
       findByDigest: (): Promise<KeyRecord | null> => Promise.reject(new Error('connection reset')),
     });
     const down = createKeyManager({ store: failing });
@@ -278,7 +279,7 @@ describe('outcomes', () => {
   });
 
   it('rethrows any other error instead of refusing the key', async () => {
-    const closed = createKeyManager({ store: new MemoryStore() });
+    const closed = createKeyManager({ store: memoryStore() });
     const { token: closedToken } = await closed.create({ name: 'x', scopes: ['all'] });
     await closed.close();
     await expect(createGuardCore(closed).authenticate(request({ 'x-api-key': closedToken }))).rejects.toMatchObject({

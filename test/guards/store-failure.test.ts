@@ -1,7 +1,7 @@
 // SECURITY 7 and 11: a failing or silent key store gives 503 with Retry-After in time, never 401 and never a pass.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import type { KeyRecord } from '../../src/store.js';
 import { DelegatingStore } from '../support/counting-store.js';
@@ -87,7 +87,7 @@ describe.each(FRAMEWORKS)('$name with a failing key store', (framework) => {
   });
 
   it("passes other errors to the framework's error handling: never 401, never through", async () => {
-    const closed = createKeyManager({ store: new MemoryStore() });
+    const closed = createKeyManager({ store: memoryStore() });
     const closedToken = (await closed.create({ name: 'gone', scopes: ['all'] })).token;
     const closedApp = await framework.start({ keys: closed });
     try {

@@ -24,10 +24,11 @@ describe('the packed package', () => {
 
   const program = (load: (s: string) => string) => `
     const { createKeyManager, KeygateError, StoreConflictError, b2bWaveScopes } = ${load('keygate')};
-    const { MemoryStore } = ${load('keygate/memory')};
-    const keys = createKeyManager({ store: new MemoryStore() });
+    const { memoryStore, MemoryStore } = ${load('keygate/memory')};
+    const keys = createKeyManager({ store: memoryStore() });
     const { key, token } = await keys.create({ name: 'pkg', scopes: ['orders:edit'], allowedIps: '127.0.0.1' });
     const ok = await keys.verify(token, { scope: 'orders:list', ip: '::ffff:127.0.0.1' });
+    // The deprecated constructor still works until 0.3.
     const store = new MemoryStore();
     await store.insert({ ...(await keys.get(key.id)), digest: 'd', previousDigest: null, previousDigestExpiresAt: null });
     let sameClass = false;
@@ -93,8 +94,10 @@ describe('the packed package', () => {
 
   it('type-checks against the shipped declarations, from ESM and CommonJS TypeScript', () => {
     const source = `
-      import { createKeyManager, type ApiKey, type VerifyResult, ValidationError } from 'keygate';
-      import { MemoryStore } from 'keygate/memory';
+      import { createKeyManager, isKeygateError, type ApiKey, type VerifyResult, ValidationError } from 'keygate';
+      import { memoryStore, type MemoryStore } from 'keygate/memory';
+      import type { RedisStore } from 'keygate/redis';
+      import type { SqlStore } from 'keygate/sqlite';
       import { createTestKeys, storeContractSuite, type MintedKey, type StoreFixture, type TestRunner } from 'keygate/testing';
       export async function minted(): Promise<MintedKey> {
         const t = createTestKeys({ prefix: 'shop', seed: 'types' });
@@ -102,11 +105,14 @@ describe('the packed package', () => {
         return t.mint({ scopes: ['orders:list'], rotated: { gracePeriodMs: 60_000 }, allowedIps: ['127.0.0.1'] });
       }
       export function register(runner: TestRunner): void {
-        storeContractSuite(runner, async (): Promise<StoreFixture> => ({ store: new MemoryStore() }), { name: 'memory' });
+        storeContractSuite(runner, async (): Promise<StoreFixture> => ({ store: memoryStore() }), { name: 'memory' });
       }
       // @ts-expect-error a runner needs at least describe and it
       register({ describe: () => {} });
-      const keys = createKeyManager({ store: new MemoryStore(), prefix: 'shop', storeTimeoutMs: 500 });
+      const store: MemoryStore = memoryStore();
+      const keys = createKeyManager({ store, prefix: 'shop', storeTimeoutMs: 500 });
+      export const storeTypes = (redis: RedisStore, sql: SqlStore): string => redis.prefix + sql.table;
+      export const status = (e: unknown): number => (isKeygateError(e) ? e.status : 500);
       export async function check(token: string): Promise<ApiKey | null> {
         const result: VerifyResult = await keys.verify(token, { scope: 'orders:list', ip: '127.0.0.1' });
         if (result.valid) return result.key;

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandSender, LuaScript } from '../../adapters/redis/client.js';
-import { redisStore, type RedisClientLike, type RedisKeyStore } from '../../adapters/redis/index.js';
+import { redisStore, type RedisClientLike, type RedisStore } from '../../adapters/redis/index.js';
 import {
   createKeyManager,
   StoreUnavailableError,
@@ -97,7 +97,7 @@ for (const setup of REDIS_CLIENT_SETUPS) {
     describe(`Redis specifics (${kind})`, () => {
       let client: AnyRedisClient;
       let prefix: string;
-      let store: RedisKeyStore;
+      let store: RedisStore;
       const managers: KeyManager[] = [];
       const manager = (extra: Partial<KeyManagerOptions> = {}): KeyManager => {
         const m = createKeyManager({ store, storeTimeoutMs: 10_000, lastUsedFlushMs: 60_000, ...extra });

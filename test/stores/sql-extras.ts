@@ -1,14 +1,14 @@
 // Behaviour every SQL store shares beyond the contract: migrations, the exported schema, statement counts.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SqlKeyStore } from '../../adapters/sql/index.js';
+import type { SqlStore } from '../../adapters/sql/index.js';
 import { createKeyManager, type KeyRecord } from '../../src/index.js';
 import { sampleRecord } from '../support/records.js';
 
 /** How a SQL store's test file gives the shared checks access to its database. */
 export interface SqlHarness {
   /** A store on `table` whose client counts the statements it is sent. */
-  open(table: string): { store: SqlKeyStore; statements: () => number };
+  open(table: string): { store: SqlStore; statements: () => number };
   /** Runs a script of several statements separated by `;` (the exported schema). */
   runScript(script: string): Promise<void>;
   /** The exported schema text for `table`. */

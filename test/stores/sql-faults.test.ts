@@ -2,7 +2,7 @@
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import { mysqlStore } from '../../adapters/mysql/index.js';
 import { postgresStore } from '../../adapters/postgres/index.js';
 import { createKeyManager, StoreUnavailableError, type KeyStore } from '../../src/index.js';
@@ -30,7 +30,7 @@ async function failingVerify(store: KeyStore): Promise<{ elapsed: number; messag
 
 /** The same process still serves requests that do not need the broken store. */
 async function stillServing(): Promise<void> {
-  const keys = createKeyManager({ store: new MemoryStore() });
+  const keys = createKeyManager({ store: memoryStore() });
   const { token } = await keys.create({ name: 'healthy', scopes: ['all'] });
   expect((await keys.verify(token)).valid).toBe(true);
   await keys.close();

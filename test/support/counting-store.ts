@@ -1,5 +1,5 @@
 // KeyStore wrappers for tests: one that only forwards, one that counts calls per method, and stores that fail or hang.
-import { MemoryStore } from '../../adapters/memory/index.js';
+import { memoryStore } from '../../adapters/memory/index.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/index.js';
 
 export type StoreMethod = 'insert' | 'findById' | 'findByDigest' | 'list' | 'update' | 'delete' | 'touch';
@@ -39,11 +39,11 @@ export function brokenStore(behave: 'throw' | 'hang' | 'reject'): KeyStore {
 
 /**
  * Forwards every call to `inner`; subclasses override the methods they change. It deliberately has
- * no `findByDigestNow`, so it answers only asynchronously, like a remote store, and the manager
+ * no synchronous lookup (src/sync-lookup.ts), so it answers only asynchronously, like a remote store, and the manager
  * takes its async lookup path (timeout, cache, errors) even when `inner` is a MemoryStore.
  */
 export class DelegatingStore implements KeyStore {
-  constructor(readonly inner: KeyStore = new MemoryStore()) {}
+  constructor(readonly inner: KeyStore = memoryStore()) {}
 
   insert(record: KeyRecord): Promise<void> {
     return this.inner.insert(record);

@@ -1,0 +1,83 @@
+// CachedLookup: finds the record of a token digest, from a store in this process, the verify cache or the store, and keeps the cache honest.
+
+import { type InvalidationBus, VerifyCache, type VerifyCacheOptions } from './cache.js';
+import type { Deadlines } from './deadline.js';
+import type { KeyRecord, KeyStore } from './store.js';
+import { syncLookupOf } from './sync-lookup.js';
+
+/**
+ * The verify lookup. It owns the verify cache and the subscription to the invalidation bus: with
+ * a bus, the cache serves only while subscribed, since changes made before that could be missed.
+ */
+export class CachedLookup {
+  private readonly cache: VerifyCache | null;
+  /** A store that holds keys in this process answers at once: no timer, no promise. */
+  private readonly findNow: ((digest: string) => KeyRecord | null) | null;
+  /** Whether the cache may answer (it exists and, with a bus, the subscription is live). */
+  private live: boolean;
+  private unsubscribe: (() => Promise<void>) | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly store: KeyStore,
+    private readonly deadlines: Deadlines,
+    cacheOptions: VerifyCacheOptions | false | undefined,
+    private readonly bus: InvalidationBus | null,
+    private readonly report: (error: unknown) => void,
+  ) {
+    this.cache = cacheOptions ? new VerifyCache(cacheOptions) : null;
+    this.findNow = syncLookupOf(store);
+    this.live = this.cache !== null && bus === null;
+    if (bus) this.subscribe(bus);
+  }
+
+  /** The record if it is known without waiting (`null`: known not to exist), else `undefined`. */
+  known(digest: string): KeyRecord | null | undefined {
+    if (this.findNow) return this.findNow(digest);
+    return this.live ? (this.cache as VerifyCache).get(digest) : undefined;
+  }
+
+  /** Asks the store, within the deadline, and caches the answer unless the key changed meanwhile. */
+  async remote(digest: string): Promise<KeyRecord | null> {
+    const cache = this.live ? this.cache : null;
+    const epoch = cache ? cache.begin() : 0;
+    const record = await this.deadlines.run('findByDigest', () => this.store.findByDigest(digest));
+    cache?.set(digest, record, epoch);
+    return record;
+  }
+
+  /** Drops the key from this instance's cache and tells the others. Never fails the write. */
+  async changed(keyId: string): Promise<void> {
+    this.cache?.invalidate(keyId);
+    const bus = this.bus;
+    if (bus) await this.deadlines.run('invalidation.publish', () => bus.publish(keyId)).catch(this.report);
+  }
+
+  /** Stops the subscription (one still connecting is stopped when it completes) and empties the cache. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.live = false;
+    if (this.unsubscribe) await this.unsubscribe().catch(this.report);
+    this.cache?.clear();
+  }
+
+  private subscribe(bus: InvalidationBus): void {
+    const cache = this.cache;
+    bus
+      .subscribe({
+        invalidate: (keyId) => cache?.invalidate(keyId),
+        reset: () => cache?.clear(),
+      })
+      .then(
+        (stop) => {
+          if (this.closed) {
+            void stop().catch(this.report);
+            return;
+          }
+          this.unsubscribe = stop;
+          this.live = cache !== null;
+        },
+        (error: unknown) => this.report(error),
+      );
+  }
+}
