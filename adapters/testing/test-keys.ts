@@ -1,6 +1,6 @@
 // createTestKeys(): an in-memory key manager with a hand-moved clock, and keys minted in any state, for apps' own tests.
 
-import { MemoryStore } from '../memory/index.js';
+import { memoryStore } from '../memory/index.js';
 import { ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
 import type { KeyStore } from '../../src/store.js';
@@ -25,7 +25,7 @@ export interface TestClock {
 
 /** Options of {@link createTestKeys}: every option of `createKeyManager` except `now`, plus these. */
 export interface TestKeysOptions extends Omit<KeyManagerOptions, 'store' | 'now'> {
-  /** Where the keys live. @default new MemoryStore() */
+  /** Where the keys live. @default memoryStore() */
   store?: KeyStore;
   /**
    * Makes tokens and key ids the same in every run (for snapshots), given the same calls in the same
@@ -140,7 +140,7 @@ export function createTestKeys(options: TestKeysOptions = {}): TestKeys {
   if (seed !== undefined && (typeof seed !== 'string' || seed.length === 0)) {
     throw new ValidationError('seed', 'must be a non-empty string, e.g. { seed: "snapshots" }');
   }
-  const store = givenStore ?? new MemoryStore();
+  const store = givenStore ?? memoryStore();
   const clock = createClock(startAt !== undefined ? toMs('startAt', startAt) : seed !== undefined ? SEEDED_START : Date.now());
   const source: TokenSource = seed !== undefined ? seededTokenSource(seed) : randomTokenSource;
   const keys = createKeyManager({ ...managerOptions, store, now: clock.now, [TOKEN_SOURCE]: source } as KeyManagerOptions);
