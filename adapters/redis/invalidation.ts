@@ -91,19 +91,34 @@ export function redisInvalidation(options: RedisInvalidationOptions): Invalidati
   };
 }
 
-async function subscribeIoRedis(sub: IoRedisSubscriberLike, channel: string, target: InvalidationSubscriber): Promise<() => Promise<void>> {
+/**
+ * A subscriber connection's losses: the cache is flushed when the connection drops (messages may be
+ * missed from then on), and `recovered()` is true once per loss, when the client is ready again.
+ */
+function connectionLoss(target: InvalidationSubscriber): { lost: () => void; recovered: () => boolean } {
   let lost = false;
+  return {
+    lost: () => {
+      lost = true;
+      target.reset();
+    },
+    recovered: () => {
+      if (!lost) return false;
+      lost = false;
+      return true;
+    },
+  };
+}
+
+async function subscribeIoRedis(sub: IoRedisSubscriberLike, channel: string, target: InvalidationSubscriber): Promise<() => Promise<void>> {
+  const loss = connectionLoss(target);
   let stopped = false;
   const onMessage = (from: string, keyId: string): void => {
     if (from === channel) target.invalidate(keyId);
   };
-  const onClose = (): void => {
-    lost = true;
-    target.reset();
-  };
+  const onClose = loss.lost;
   const onReady = (): void => {
-    if (!lost) return;
-    lost = false;
+    if (!loss.recovered()) return;
     // ioredis subscribes again by itself (autoResubscribe); this SUBSCRIBE, sent after its own,
     // answers once the server listens again. Only then is the cache flushed: a lookup cached from
     // that moment on cannot miss a message. A failure means the connection dropped again, and
@@ -144,17 +159,12 @@ async function subscribeNodeRedis(
   channel: string,
   target: InvalidationSubscriber,
 ): Promise<() => Promise<void>> {
-  let lost = false;
+  const loss = connectionLoss(target);
   const listener = (keyId: string): void => target.invalidate(keyId);
-  const onLost = (): void => {
-    lost = true;
-    target.reset();
-  };
+  const onLost = loss.lost;
   const onReady = (): void => {
     // node-redis emits 'ready' after it has subscribed again, so the flush comes after that.
-    if (!lost) return;
-    lost = false;
-    target.reset();
+    if (loss.recovered()) target.reset();
   };
   sub.on('reconnecting', onLost);
   sub.on('end', onLost);
