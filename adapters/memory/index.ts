@@ -161,7 +161,6 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
     return Object.freeze(kept);
   }
 
-
   private index(record: KeyRecord): void {
     this.byDigest.set(record.digest, record);
     if (record.previousDigest !== null) this.byDigest.set(record.previousDigest, record);
