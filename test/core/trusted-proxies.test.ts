@@ -3,9 +3,9 @@ import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/errors.js';
-import { canonicalIp, compileTrustedProxies } from '../../src/ip.js';
+import { type AddressMatcher, canonicalIp, compileTrustedProxies } from '../../src/ip.js';
 
-function matcher(entries: string | readonly string[]): (address: string) => boolean {
+function matcher(entries: string | readonly string[]): AddressMatcher {
   const compiled = compileTrustedProxies(entries);
   if (compiled === null) throw new Error('expected a matcher');
   return compiled;
