@@ -151,3 +151,122 @@ export function isIpAllowed(allowed: readonly string[], ip: string | null | unde
   const canonical = canonicalIp(ip);
   return canonical !== null && allowed.includes(canonical);
 }
+
+/** Whether an address belongs to a compiled list of addresses and ranges. */
+export type AddressMatcher = (address: string | null | undefined) => boolean;
+
+/**
+ * The names `trustedProxies` accepts, and the ranges each stands for (the same as proxy-addr's,
+ * which Express's `trust proxy` uses; ipaddr.js's `range()` calls them `loopback`, `linkLocal`,
+ * `private` and `uniqueLocal`).
+ */
+export const NAMED_PROXY_RANGES: Readonly<Record<'loopback' | 'linklocal' | 'uniquelocal', readonly string[]>> = Object.freeze({
+  loopback: Object.freeze(['127.0.0.0/8', '::1/128']),
+  linklocal: Object.freeze(['169.254.0.0/16', 'fe80::/10']),
+  uniquelocal: Object.freeze(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']),
+});
+
+const PROXY_FORMS = "addresses, CIDR ranges (10.0.0.0/8) or 'loopback' | 'linklocal' | 'uniquelocal'";
+
+function isNamedRange(entry: string): entry is keyof typeof NAMED_PROXY_RANGES {
+  return Object.hasOwn(NAMED_PROXY_RANGES, entry);
+}
+
+/**
+ * One `trustedProxies` entry as CIDR text in canonical form (`10.0.0.0/8`, `::1/128`), or `null`
+ * for an entry that can match no client address, or a reason why the entry is refused.
+ *
+ * The base address is parsed strictly (`canonicalIp`). The range is a prefix length of 1 to 3
+ * digits (1..32 for IPv4, 1..128 for IPv6) or, after an IPv4 address, a contiguous netmask
+ * (`255.0.0.0`). An IPv4-mapped base (`::ffff:10.0.0.0/104`) stands for the IPv4 range it maps
+ * (`10.0.0.0/8`); a mapped range shorter than /96 reaches beyond the mapped block, so it is kept
+ * from matching anything, as proxy-addr does.
+ */
+function proxyEntryCidr(entry: string): { cidr: string | null } | { reason: string } {
+  const slash = entry.indexOf('/');
+  const base = slash < 0 ? entry : entry.slice(0, slash);
+  const canonical = canonicalIp(base);
+  if (canonical === null) return { reason: 'not an exact address, a CIDR range (10.0.0.0/8) or one of loopback, linklocal, uniquelocal' };
+  const family = isIP(base);
+  const max = family === 4 ? 32 : 128;
+  let bits = max;
+  if (slash >= 0) {
+    const range = entry.slice(slash + 1);
+    if (/^\d{1,3}$/.test(range)) {
+      bits = Number(range);
+      if (bits < 1 || bits > max) return { reason: `the prefix length must be 1 to ${max} for an IPv${family} range` };
+    } else if (family === 4 && isIP(range) === 4 && canonicalIp(range) !== null) {
+      const length = ipaddr.IPv4.parse(range).prefixLengthFromSubnetMask();
+      if (length === null || length === 0) return { reason: 'the netmask must be contiguous and not 0.0.0.0, like 255.255.0.0' };
+      bits = length;
+    } else {
+      return {
+        reason:
+          family === 4
+            ? 'the range must be a prefix length from 1 to 32 or a netmask like 255.0.0.0'
+            : 'the range must be a prefix length from 1 to 128',
+      };
+    }
+  }
+  const mapped = family === 6 && !canonical.includes(':');
+  if (!mapped) return { cidr: `${canonical}/${bits}` };
+  return { cidr: bits >= 96 ? `${canonical}/${bits - 96}` : null };
+}
+
+/**
+ * Compiles a list of trusted proxies: exact addresses, CIDR ranges (`10.0.0.0/8`,
+ * `10.0.0.0/255.0.0.0`, `2001:db8::/32`) and the names `loopback`, `linklocal`, `uniquelocal`,
+ * as an array or a comma-separated string. Blank (`''`, `null`, `undefined`, `[]`) gives `null`:
+ * no proxy is trusted.
+ *
+ * The matcher parses the address it is given strictly (`canonicalIp`), so `0177.0.0.1` is no
+ * loopback proxy and an address that does not parse matches nothing. An IPv4-mapped address
+ * (`::ffff:10.0.0.1`) matches the IPv4 ranges; a native IPv6 address matches only IPv6 ranges.
+ *
+ * @throws ValidationError naming the entry and the reason, e.g.
+ *   `trustedProxies: entry 1 '10.0.0.0/33': the prefix length must be 1 to 32 for an IPv4 range`
+ * @example compileTrustedProxies('loopback,10.0.0.0/8')?.('::ffff:10.1.2.3') // true
+ */
+export function compileTrustedProxies(input: unknown, field = 'trustedProxies'): AddressMatcher | null {
+  if (input === undefined || input === null) return null;
+  let entries: string[];
+  if (typeof input === 'string') entries = input.trim() === '' ? [] : input.split(',');
+  else if (Array.isArray(input)) {
+    entries = input.map((entry: unknown, index) => {
+      if (typeof entry !== 'string') throw new ValidationError(field, `entry ${index + 1} must be a string, got ${typeof entry}`);
+      return entry;
+    });
+  } else {
+    throw new ValidationError(field, `must be an array or a comma-separated string of ${PROXY_FORMS}`);
+  }
+  if (entries.length === 0) return null;
+  const v4: [ipaddr.IPv4, number][] = [];
+  const v6: [ipaddr.IPv6, number][] = [];
+  const add = (cidr: string): void => {
+    const [address, bits] = ipaddr.parseCIDR(cidr);
+    if (address.kind() === 'ipv4') v4.push([address as ipaddr.IPv4, bits]);
+    else v6.push([address as ipaddr.IPv6, bits]);
+  };
+  entries.forEach((raw, index) => {
+    const entry = raw.trim();
+    if (isNamedRange(entry)) {
+      for (const cidr of NAMED_PROXY_RANGES[entry]) add(cidr);
+      return;
+    }
+    const parsed = proxyEntryCidr(entry);
+    if ('reason' in parsed) throw new ValidationError(field, `entry ${index + 1} ${show(entry)}: ${parsed.reason}`);
+    if (parsed.cidr !== null) add(parsed.cidr);
+  });
+  return (address) => {
+    const canonical = canonicalIp(address);
+    if (canonical === null) return false;
+    if (canonical.includes(':')) {
+      const ip = ipaddr.IPv6.parse(canonical);
+      for (const range of v6) if (ip.match(range)) return true;
+      return false;
+    }
+    const ip = ipaddr.IPv4.parse(canonical);
+    for (const range of v4) if (ip.match(range)) return true;
+    return false;
+  };
+}

@@ -60,6 +60,36 @@ describe.each([
     }
   });
 
+  it('passes an onReject that throws or rejects to next(err), once', async () => {
+    const app = create();
+    let handled = 0;
+    app.get(
+      '/sync',
+      expressGuard(keys, {
+        onReject: () => {
+          throw new Error('sync');
+        },
+      }),
+      (_req, res) => res.end('through'),
+    );
+    app.get('/async', expressGuard(keys, { onReject: () => Promise.reject(new Error('async')) }), (_req, res) => res.end('through'));
+    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      handled++;
+      res.status(500).json({ caught: error.message });
+    });
+    const server = await serve(app);
+    try {
+      for (const path of ['/sync', '/async']) {
+        const reply = await send('127.0.0.1', server.port, { path });
+        expect(reply.status).toBe(500);
+        expect(reply.json).toEqual({ caught: path.slice(1) });
+      }
+      expect(handled).toBe(2);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('fails at startup, not per request, when misconfigured', () => {
     expect(() => expressGuard(keys, { scope: 'orders:delete' })).toThrow(ValidationError);
     expect(() => expressGuard(keys, { onReject: 'log' as unknown as undefined })).toThrow(ValidationError);
@@ -134,6 +164,20 @@ describe.each([
     expect((await fastify.inject({ url: '/typed?page=2', headers })).json()).toEqual({ page: '2' });
     expect((await fastify.inject({ url: '/on-request' })).statusCode).toBe(401);
     expect((await fastify.inject({ url: '/typed' })).statusCode).toBe(401);
+  });
+
+  it("passes a synchronously throwing onReject to Fastify's error handling", async () => {
+    const fastify = app();
+    await fastify.register(keygatePlugin, {
+      keys,
+      onReject: () => {
+        throw new Error('sync');
+      },
+    });
+    fastify.get('/orders', { onRequest: fastify.keygate.guard() }, async () => 'through');
+    const reply = await fastify.inject({ url: '/orders' });
+    expect(reply.statusCode).toBe(500);
+    expect(reply.json()).toMatchObject({ message: 'sync' });
   });
 
   it('guards every route of one plugin with addHook, leaving the others open', async () => {

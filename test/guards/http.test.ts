@@ -163,6 +163,8 @@ describe('client address', () => {
     expect(await reasonOf({ trustedProxies: 'loopback' }, request(forged, '127.0.0.1'))).toBe('ok');
     expect(await reasonOf({ trustedProxies: 'loopback' }, request(forged, '198.51.100.1'))).toBe('IP_NOT_ALLOWED');
     expect(await reasonOf({ trustedProxies: '10.0.0.0/8' }, request(forged, '10.1.2.3'))).toBe('ok');
+    expect(await reasonOf({ trustedProxies: '10.0.0.0/8' }, request(forged, '::ffff:10.1.2.3'))).toBe('ok');
+    expect(await reasonOf({ trustedProxies: '10.0.0.0/8' }, request(forged, '11.1.2.3'))).toBe('IP_NOT_ALLOWED');
   });
 
   it('trusts an IPv4-mapped peer like its IPv4 form and reads repeated headers in order', async () => {

@@ -1,6 +1,8 @@
 // The published package: packed, installed into a fresh project, used from CJS, ESM and TypeScript.
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPackedProject, type PackedProject, packageSubpaths, root, run } from './packed.js';
 
@@ -89,6 +91,59 @@ describe('the packed package', () => {
       visit(entry);
       expect([...seen].some((f) => f.startsWith('testing'))).toBe(false);
       expect(seen.size).toBeGreaterThan(1);
+    }
+  });
+
+  it('loads nothing but its own files, ipaddr.js and lru-cache, from require and from import', () => {
+    // Every module a program loads: ESM resolutions through a resolve hook, CommonJS ones from require.cache.
+    writeFileSync(
+      join(project, 'record-hooks.mjs'),
+      `import { appendFileSync } from 'node:fs';
+      let log;
+      export function initialize(data) { log = data.log; }
+      export async function resolve(specifier, context, next) {
+        const result = await next(specifier, context);
+        appendFileSync(log, result.url + '\\n');
+        return result;
+      }`,
+    );
+    writeFileSync(
+      join(project, 'record.mjs'),
+      `import { register } from 'node:module';
+      register('./record-hooks.mjs', import.meta.url, { data: { log: process.env.LOADED_LOG } });`,
+    );
+    writeFileSync(join(project, 'load.cjs'), `require('keygate'); console.log(JSON.stringify(Object.keys(require.cache)));`);
+    writeFileSync(
+      join(project, 'load.mjs'),
+      `import { createRequire } from 'node:module';
+      await import('keygate');
+      console.log(JSON.stringify(Object.keys(createRequire(import.meta.url).cache)));`,
+    );
+    const loaded = (program: string): string[] => {
+      const log = join(project, `${program}.log`);
+      writeFileSync(log, '');
+      const output = execFileSync('node', ['--import', './record.mjs', program], {
+        cwd: project,
+        encoding: 'utf8',
+        env: { ...process.env, LOADED_LOG: log },
+        timeout: 60_000,
+      });
+      const urls = readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((line) => line !== '' && !line.startsWith('node:'));
+      const files = [...urls.map((url) => (url.startsWith('file:') ? fileURLToPath(url) : url)), ...(JSON.parse(output) as string[])];
+      return [...new Set(files.map((file) => relative(project, file).split(sep).join('/')))].sort();
+    };
+    const allowed = /^node_modules\/(keygate|ipaddr\.js|lru-cache)\//;
+    for (const [program, entry] of [
+      ['load.cjs', 'node_modules/keygate/dist/index.cjs'],
+      ['load.mjs', 'node_modules/keygate/dist/index.js'],
+    ] as const) {
+      const files = loaded(program);
+      // The recording works: it saw keygate itself and its address parser.
+      expect(files).toContain(entry);
+      expect(files.some((file) => file.startsWith('node_modules/ipaddr.js/'))).toBe(true);
+      expect(files.filter((file) => file !== program && !allowed.test(file))).toEqual([]);
     }
   });
 
