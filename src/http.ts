@@ -3,7 +3,7 @@
 import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type AddressMatcher, compileTrustedProxies } from './ip.js';
 import type { KeyManager } from './manager.js';
-import type { ApiKey, VerifyFailureCode, VerifyResult } from './types.js';
+import type { ApiKey, VerifyFailureCode, VerifyOptions, VerifyResult } from './types.js';
 
 /** Request headers as Node gives them: lower-case names; repeated headers may arrive as arrays. */
 export type HeaderBag = Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -334,34 +334,27 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
     }
   };
 
-  const settle = (result: VerifyResult): GuardOutcome =>
-    result.valid ? { ok: true, key: result.key } : reject(result.code, result.message);
-  const storeFailed = (error: unknown): GuardOutcome => {
-    if (!isStoreUnavailable(error)) throw error;
-    return {
-      ok: false,
-      status: 503,
-      body: { error: { code: 'key_store_unavailable', message: UNAVAILABLE } },
-      headers: { 'Retry-After': retryAfterHeader },
-      reason: 'STORE_UNAVAILABLE',
-      error,
-    };
-  };
-
   return {
-    // A plain function over one `then` rather than an async one: the guard sits on every request,
-    // and this spares it an async frame on top of the framework's own promise handling.
-    authenticate(request) {
-      let verified: Promise<VerifyResult>;
+    async authenticate(request) {
+      const headers = request.headers;
+      const token = extract(headers);
+      const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
+      const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
+      let result: VerifyResult;
       try {
-        const headers = request.headers;
-        const token = extract(headers);
-        const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
-        verified = keys.verify(token, scope === undefined ? { ip } : { ip, scope });
+        result = await keys.verify(token, verifyOptions);
       } catch (error) {
-        verified = Promise.reject(error);
+        if (!isStoreUnavailable(error)) throw error;
+        return {
+          ok: false,
+          status: 503,
+          body: { error: { code: 'key_store_unavailable', message: UNAVAILABLE } },
+          headers: { 'Retry-After': retryAfterHeader },
+          reason: 'STORE_UNAVAILABLE',
+          error,
+        };
       }
-      return verified.then(settle, storeFailed);
+      return result.valid ? { ok: true, key: result.key } : reject(result.code, result.message);
     },
   };
 }

@@ -1,6 +1,13 @@
 // keygate/express: apiKeyGuard(), Express 4 and 5 middleware that verifies the request's API key.
 
-import { checkOnReject, createGuardCore, type GuardOptions, type GuardRejection, type HeaderBag } from '../../src/http.js';
+import {
+  checkOnReject,
+  createGuardCore,
+  type GuardOptions,
+  type GuardOutcome,
+  type GuardRejection,
+  type HeaderBag,
+} from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
 
@@ -56,7 +63,23 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
   const core = createGuardCore(keys, options);
   const onReject = checkOnReject(options.onReject);
 
-  const send = (outcome: GuardRejection, res: Res): void => {
+  const handle = async (req: Req, res: Res, next: (error?: unknown) => void): Promise<void> => {
+    let outcome: GuardOutcome;
+    try {
+      outcome = await core.authenticate({ headers: req.headers, remoteAddress: req.socket?.remoteAddress });
+      if (!outcome.ok) {
+        if (onReject) await onReject(outcome, req, res);
+        if (res.headersSent) return;
+      }
+    } catch (error) {
+      next(error);
+      return;
+    }
+    if (outcome.ok) {
+      req.apiKey = outcome.key;
+      next();
+      return;
+    }
     const body = JSON.stringify(outcome.body);
     res.statusCode = outcome.status;
     for (const [name, value] of Object.entries(outcome.headers)) res.setHeader(name, value);
@@ -65,32 +88,7 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
     res.end(body);
   };
 
-  // A plain function over the guard's promise rather than an async one: a valid key costs no
-  // async frame, and no promise that nobody awaits. Failures of the guard or of onReject go to
-  // next(error); nothing else is caught, so next() is never called twice.
-  return (req, res, next) => {
-    core.authenticate({ headers: req.headers, remoteAddress: req.socket?.remoteAddress }).then((outcome) => {
-      if (outcome.ok) {
-        req.apiKey = outcome.key;
-        next();
-        return undefined;
-      }
-      if (!onReject) {
-        send(outcome, res);
-        return undefined;
-      }
-      let hooked: Promise<void>;
-      try {
-        hooked = Promise.resolve(onReject(outcome, req, res));
-      } catch (error) {
-        next(error);
-        return undefined;
-      }
-      return hooked.then(() => {
-        if (!res.headersSent) send(outcome, res);
-      }, next);
-    }, next);
-  };
+  return (req, res, next) => void handle(req, res, next);
 }
 
 export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';

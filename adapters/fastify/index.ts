@@ -63,23 +63,18 @@ const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options
   // Compiling once here checks every shared option when the plugin is registered.
   const unscoped = createGuardCore(keys, shared);
 
-  const send = (outcome: GuardRejection, reply: FastifyReply): FastifyReply =>
-    reply.code(outcome.status).headers(outcome.headers).send(outcome.body);
-
-  // A plain function over the guard's promise rather than an async one: a valid key costs no
-  // async frame on top of the promise Fastify already waits for.
   const hook = (core: GuardCore): ApiKeyHook =>
-    function keygateGuard(request, reply) {
-      return core
-        .authenticate({ headers: request.headers, remoteAddress: request.raw.socket?.remoteAddress })
-        .then((outcome): FastifyReply | undefined | Promise<FastifyReply | undefined> => {
-          if (outcome.ok) {
-            request.apiKey = outcome.key;
-            return undefined;
-          }
-          if (!onReject) return send(outcome, reply);
-          return Promise.resolve(onReject(outcome, request, reply)).then(() => (reply.sent ? reply : send(outcome, reply)));
-        });
+    async function keygateGuard(request, reply) {
+      const outcome = await core.authenticate({ headers: request.headers, remoteAddress: request.raw.socket?.remoteAddress });
+      if (outcome.ok) {
+        request.apiKey = outcome.key;
+        return undefined;
+      }
+      if (onReject) {
+        await onReject(outcome, request, reply);
+        if (reply.sent) return reply;
+      }
+      return reply.code(outcome.status).headers(outcome.headers).send(outcome.body);
     };
 
   const decorator: KeygateDecorator = {
