@@ -262,6 +262,16 @@ function checkCarriers(value: unknown): ReadonlySet<TokenCarrier> {
   return new Set(value as TokenCarrier[]);
 }
 
+/** A refusal of the request with this status, error body and headers. */
+function rejection(
+  reason: VerifyFailureCode,
+  status: 401 | 403,
+  error: GuardErrorBody['error'],
+  headers: Record<string, string>,
+): GuardRejection {
+  return { ok: false, status, body: { error }, headers, reason, error: null };
+}
+
 /**
  * Compiles a guard. Every option is checked here, so a misconfigured guard fails at startup:
  * an unknown scope, carrier or proxy entry throws `ValidationError` naming the option.
@@ -301,37 +311,12 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   };
 
   const reject = (code: VerifyFailureCode, message: string): GuardRejection => {
-    switch (code) {
-      case 'INSUFFICIENT_SCOPE':
-        return {
-          ok: false,
-          status: 403,
-          body: { error: { code: 'insufficient_scope', message: FORBIDDEN_SCOPE } },
-          headers: {},
-          reason: code,
-          error: null,
-        };
-      case 'IP_NOT_ALLOWED':
-        return {
-          ok: false,
-          status: 403,
-          body: { error: { code: 'ip_not_allowed', message: FORBIDDEN_IP } },
-          headers: {},
-          reason: code,
-          error: null,
-        };
-      default:
-        return {
-          ok: false,
-          status: 401,
-          body: {
-            error: exposeReasons ? { code: 'invalid_api_key', message, reason: code } : { code: 'invalid_api_key', message: INVALID_401 },
-          },
-          headers: { 'WWW-Authenticate': 'Bearer' },
-          reason: code,
-          error: null,
-        };
-    }
+    if (code === 'INSUFFICIENT_SCOPE') return rejection(code, 403, { code: 'insufficient_scope', message: FORBIDDEN_SCOPE }, {});
+    if (code === 'IP_NOT_ALLOWED') return rejection(code, 403, { code: 'ip_not_allowed', message: FORBIDDEN_IP }, {});
+    const error: GuardErrorBody['error'] = exposeReasons
+      ? { code: 'invalid_api_key', message, reason: code }
+      : { code: 'invalid_api_key', message: INVALID_401 };
+    return rejection(code, 401, error, { 'WWW-Authenticate': 'Bearer' });
   };
 
   return {
