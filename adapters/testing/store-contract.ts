@@ -3,9 +3,10 @@
 import assert from 'node:assert/strict';
 import { ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
-import type { KeyRecord, KeyStore } from '../../src/store.js';
+import type { KeyStore } from '../../src/store.js';
 import { syncLookupOf } from '../../src/sync-lookup.js';
 import type { ApiKey } from '../../src/types.js';
+import { sampleRecord } from './records.js';
 import { hooksOf, type TestRunner } from './runner.js';
 
 /** What your setup function hands the suite: a fresh, empty store and how to inspect and remove it. */
@@ -41,31 +42,6 @@ export interface StoreContractOptions {
 function manualClock(start = Date.UTC(2030, 0, 1)): { now: () => number; advance: (ms: number) => void } {
   let t = start;
   return { now: () => t, advance: (ms) => void (t += ms) };
-}
-
-/** A record to write to the store directly; `id` is random unless given, `digest` is `d-${id}` unless given. */
-function sampleRecord(overrides: Partial<KeyRecord> = {}): KeyRecord {
-  const at = new Date(Date.UTC(2030, 0, 1));
-  const id = overrides.id ?? `rec${Math.random().toString(36).slice(2, 12)}`;
-  return {
-    id,
-    ownerId: null,
-    name: 'direct',
-    active: true,
-    scopes: ['orders:list'],
-    allowedIps: [],
-    hint: 'kg_abc…wxyz',
-    createdAt: at,
-    updatedAt: at,
-    lastUsedAt: null,
-    expiresAt: null,
-    metadata: {},
-    version: 1,
-    digest: `d-${id}`,
-    previousDigest: null,
-    previousDigestExpiresAt: null,
-    ...overrides,
-  };
 }
 
 /** Asserts that each listed field of `actual` deep-equals the expected value (the others are not compared). */

@@ -5,7 +5,7 @@ import { memoryStore } from '../../adapters/memory/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import type { KeyStore } from '../../src/store.js';
 import { findByDigestSync, type SyncLookupStore, syncLookupOf } from '../../src/sync-lookup.js';
-import { sampleRecord } from '../support/records.js';
+import { sampleRecord } from '../../adapters/testing/records.js';
 
 storeContractSuite(
   { describe, it, beforeAll, afterAll },

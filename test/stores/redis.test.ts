@@ -13,7 +13,7 @@ import {
   type KeyRecord,
 } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
-import { sampleRecord } from '../support/records.js';
+import { sampleRecord } from '../../adapters/testing/records.js';
 import { serviceUrl } from '../support/services.js';
 import {
   closeRedis,

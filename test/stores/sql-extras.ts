@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlStore } from '../../adapters/sql/index.js';
 import { createKeyManager, type KeyRecord } from '../../src/index.js';
-import { sampleRecord } from '../support/records.js';
+import { sampleRecord } from '../../adapters/testing/records.js';
 
 /** How a SQL store's test file gives the shared checks access to its database. */
 export interface SqlHarness {

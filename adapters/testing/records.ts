@@ -1,5 +1,5 @@
-// A sample KeyRecord for tests that write to a store directly, with any fields overridden.
-import type { KeyRecord } from '../../src/index.js';
+// A sample KeyRecord for checks that write to a store directly, with any fields overridden. Internal to keygate/testing and keygate's own tests.
+import type { KeyRecord } from '../../src/store.js';
 
 /** An active record with one scope, created at 2030-01-01T00:00Z; `id` is random unless given, `digest` is `d-${id}` unless given. */
 export function sampleRecord(overrides: Partial<KeyRecord> = {}): KeyRecord {
