@@ -22,19 +22,28 @@ NODE_GYP="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-g
 # Native modules that are compiled per Node ABI. better-sqlite3 13 ships N-API prebuilds and needs no build.
 NATIVE_PACKAGES="better-sqlite3 better-sqlite3-11"
 
+# binary_of PKG: the compiled module of that package in node_modules.
+binary_of() { echo "node_modules/$1/build/Release/better_sqlite3.node"; }
+
+# cached_binary_of PKG: where the cache keeps that package's module for the `node` on PATH
+# (one file per package version, Node ABI and machine).
+cached_binary_of() {
+  local version
+  version=$(node -p "require('./node_modules/$1/package.json').version") || return 1
+  echo "$CACHE/native/better-sqlite3-$version-abi$(node -p 'process.versions.modules')-$(uname -m).node"
+}
+
 # use_native_modules: makes every compiled module match the `node` on PATH, building it once per
 # (package version, Node ABI) and keeping the binary in the cache.
 use_native_modules() {
-  local abi nodedir pkg version binary cached
-  abi=$(node -p 'process.versions.modules')
+  local nodedir pkg binary cached
   nodedir=$(dirname "$(dirname "$(command -v node)")")
   for pkg in $NATIVE_PACKAGES; do
     [ -d "node_modules/$pkg" ] || continue
-    version=$(node -p "require('./node_modules/$pkg/package.json').version")
-    binary="node_modules/$pkg/build/Release/better_sqlite3.node"
-    cached="$CACHE/native/better-sqlite3-$version-abi$abi-$(uname -m).node"
+    binary=$(binary_of "$pkg")
+    cached=$(cached_binary_of "$pkg") || return 1
     if [ ! -f "$cached" ]; then
-      echo "building $pkg $version for Node ABI $abi"
+      echo "building $pkg for $(basename "$cached" .node)"
       (cd "node_modules/$pkg" && npm_config_nodedir="$nodedir" node "$NODE_GYP" rebuild --release) >"$CACHE/build-$pkg.log" 2>&1 \
         || { tail -n 30 "$CACHE/build-$pkg.log"; return 1; }
       mkdir -p "$CACHE/native" && cp "$binary" "$cached" || return 1
@@ -46,13 +55,11 @@ use_native_modules() {
 # remember_native_modules: keeps the binaries that `npm ci` just built for the `node` on PATH, so that
 # switching back to this Node later costs a copy, not a build.
 remember_native_modules() {
-  local abi pkg version binary cached
-  abi=$(node -p 'process.versions.modules')
+  local pkg binary cached
   for pkg in $NATIVE_PACKAGES; do
-    binary="node_modules/$pkg/build/Release/better_sqlite3.node"
+    binary=$(binary_of "$pkg")
     [ -f "$binary" ] || continue
-    version=$(node -p "require('./node_modules/$pkg/package.json').version")
-    cached="$CACHE/native/better-sqlite3-$version-abi$abi-$(uname -m).node"
+    cached=$(cached_binary_of "$pkg") || return 1
     [ -f "$cached" ] || { mkdir -p "$CACHE/native" && cp "$binary" "$cached"; }
   done
 }
