@@ -43,9 +43,12 @@ export interface KeyManagerOptions {
   scopes?: ScopeCatalog | undefined;
   /**
    * A server-side secret. When set, digests are HMAC-SHA-256(pepper, token), so a leaked database
-   * alone cannot be used to check guessed tokens. Changing it invalidates every issued token.
+   * alone cannot be used to check guessed tokens. At least 16 bytes (a string counts its UTF-8
+   * bytes); a secret `KeyObject` from `createSecretKey` works too. Checked when the manager is
+   * created. Changing it invalidates every issued token.
+   * @default none: digests are plain SHA-256
    */
-  pepper?: string | Buffer | KeyObject | undefined;
+  pepper?: string | Uint8Array | KeyObject | undefined;
   /** Cache verify lookups in memory (see {@link VerifyCacheOptions}). @default off */
   cache?: VerifyCacheOptions | false | undefined;
   /** Tells other instances which key changed, so their caches drop it at once. @default none */

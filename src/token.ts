@@ -116,17 +116,49 @@ export function isWellFormedToken(token: string, prefix: string): boolean {
 /** Computes the lookup digest of a token: SHA-256, or HMAC-SHA-256 when a pepper is set. */
 export type Digester = (token: string) => string;
 
-/** A digest function: base64url SHA-256, or base64url HMAC-SHA-256 keyed with the pepper. */
-export function createDigester(pepper?: string | Buffer | KeyObject): Digester {
+/** The shortest pepper accepted, in bytes: 128 bits, the strength of the tokens' own secret or more. */
+export const PEPPER_MIN_BYTES = 16;
+
+const PEPPER_ADVICE = "generate one with `openssl rand -base64 32` and keep it out of the database, or omit 'pepper' to use plain SHA-256";
+
+/**
+ * Checks a pepper when the manager is created, not at the first create or verify: a pepper that
+ * is empty or short (an unset variable read as `Buffer.from('', 'hex')`) would key the HMAC with
+ * a public value while the operator believes the digests are peppered.
+ */
+function checkPepper(pepper: unknown): string | Uint8Array | KeyObject {
+  let bytes: number;
+  if (typeof pepper === 'string') bytes = Buffer.byteLength(pepper);
+  else if (pepper instanceof Uint8Array) bytes = pepper.byteLength;
+  else if (pepper instanceof nodeCrypto.KeyObject) {
+    if (pepper.type !== 'secret') {
+      throw new ValidationError('pepper', `must be a secret KeyObject (createSecretKey), not a ${pepper.type} key`);
+    }
+    bytes = pepper.symmetricKeySize ?? 0;
+  } else {
+    throw new ValidationError(
+      'pepper',
+      `must be a string, a Buffer/Uint8Array or a secret KeyObject, got ${pepper === null ? 'null' : typeof pepper}`,
+    );
+  }
+  if (bytes < PEPPER_MIN_BYTES) {
+    throw new ValidationError('pepper', `must be at least ${PEPPER_MIN_BYTES} bytes, got ${bytes}; ${PEPPER_ADVICE}`);
+  }
+  return pepper;
+}
+
+/**
+ * A digest function: base64url SHA-256, or base64url HMAC-SHA-256 keyed with the pepper.
+ * @throws ValidationError naming `pepper` when it is not a string, bytes or a secret KeyObject of at least 16 bytes
+ */
+export function createDigester(pepper?: string | Uint8Array | KeyObject): Digester {
   if (pepper === undefined) {
     // One-shot crypto.hash (Node 20.12+) costs less than half of a Hash object on a token.
     if (typeof nodeCrypto.hash === 'function') return (token) => nodeCrypto.hash('sha256', token, 'base64url');
     return (token) => createHash('sha256').update(token).digest('base64url');
   }
-  if (typeof pepper === 'string' && pepper.length === 0) {
-    throw new ValidationError('pepper', 'must not be empty; omit it to use plain SHA-256');
-  }
-  return (token) => createHmac('sha256', pepper).update(token).digest('base64url');
+  const key = checkPepper(pepper);
+  return (token) => createHmac('sha256', key).update(token).digest('base64url');
 }
 
 /** The display form of a token: prefix, the first 3 and the last 4 characters, e.g. `kg_Ab3…x9Qz`. */

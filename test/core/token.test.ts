@@ -1,4 +1,5 @@
 // Tokens: prefix, 190 random bits in base62, a CRC32 checksum that stops typos before the store.
+import { createSecretKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
@@ -80,11 +81,67 @@ describe('tokens', () => {
 
   it('are looked up by an HMAC digest when a pepper is set', async () => {
     const store = memoryStore();
-    const peppered = createKeyManager({ store, pepper: 'server-secret' });
+    const peppered = createKeyManager({ store, pepper: 'server-secret-of-32-characters!!' });
     const { token } = await peppered.create({ name: 'p', scopes: ['all'] });
     expect((await peppered.verify(token)).valid).toBe(true);
     expect(await createKeyManager({ store }).verify(token)).toMatchObject({ code: 'NOT_FOUND' });
-    expect(await createKeyManager({ store, pepper: 'other' }).verify(token)).toMatchObject({ code: 'NOT_FOUND' });
-    expect(() => createKeyManager({ store, pepper: '' })).toThrow(/pepper/);
+    expect(await createKeyManager({ store, pepper: 'another-secret-of-32-characters!' }).verify(token)).toMatchObject({
+      code: 'NOT_FOUND',
+    });
+  });
+
+  it('give the same digests for a pepper as a string, a Buffer, a Uint8Array and a secret KeyObject', async () => {
+    const secret = randomBytes(32);
+    const store = memoryStore();
+    const { token } = await createKeyManager({ store, pepper: secret }).create({ name: 'p', scopes: ['all'] });
+    for (const pepper of [new Uint8Array(secret), createSecretKey(secret)]) {
+      expect((await createKeyManager({ store, pepper }).verify(token)).valid).toBe(true);
+    }
+    const text = 'a pepper given as a plain string';
+    const { token: fromText } = await createKeyManager({ store, pepper: text }).create({ name: 't', scopes: ['all'] });
+    expect((await createKeyManager({ store, pepper: Buffer.from(text) }).verify(fromText)).valid).toBe(true);
+  });
+});
+
+describe('a pepper', () => {
+  const store = memoryStore();
+  const refused = (pepper: unknown): ValidationError => {
+    try {
+      createKeyManager({ store, pepper: pepper as string });
+    } catch (error) {
+      expect(error).toBeInstanceOf(ValidationError);
+      return error as ValidationError;
+    }
+    throw new Error(`pepper ${String(pepper)} was accepted`);
+  };
+
+  it('that is empty is refused when the manager is created, as a string, Buffer, Uint8Array or KeyObject', () => {
+    // What `Buffer.from(process.env.UNSET ?? '', 'hex')` gives: an HMAC keyed with a public empty key.
+    for (const empty of [
+      '',
+      Buffer.from(process.env.KEYGATE_UNSET_PEPPER ?? '', 'hex'),
+      new Uint8Array(0),
+      createSecretKey(Buffer.alloc(0)),
+    ]) {
+      const error = refused(empty);
+      expect(error.field).toBe('pepper');
+      expect(error.message).toMatch(/at least 16 bytes, got 0/);
+    }
+  });
+
+  it('shorter than 16 bytes is refused, and a string counts its UTF-8 bytes', () => {
+    expect(refused('server-secret').message).toMatch(/at least 16 bytes, got 13/);
+    expect(refused(randomBytes(15)).message).toMatch(/got 15/);
+    // Eight characters, sixteen UTF-8 bytes.
+    expect(() => createKeyManager({ store, pepper: 'éééééééé' })).not.toThrow();
+    expect(() => createKeyManager({ store, pepper: randomBytes(16) })).not.toThrow();
+  });
+
+  it('of another type is refused when the manager is created, not at the first verify', () => {
+    for (const wrong of [1234567890123456, 12345678901234567890n, true, {}, [1, 2, 3], null]) {
+      expect(refused(wrong).message).toMatch(/^pepper: must be a string, a Buffer\/Uint8Array or a secret KeyObject/);
+    }
+    const { publicKey } = generateKeyPairSync('ed25519');
+    expect(refused(publicKey).message).toMatch(/secret KeyObject/);
   });
 });
