@@ -8,6 +8,8 @@ import { ValidationError } from './errors.js';
 const MAX_IP_LENGTH = 45;
 /** An allow-list holds at most this many addresses. */
 export const MAX_ALLOWED_IPS = 1000;
+/** The longest allow-list string that can hold {@link MAX_ALLOWED_IPS} addresses; longer is refused unsplit. */
+const MAX_ALLOWED_IPS_LENGTH = MAX_ALLOWED_IPS * (MAX_IP_LENGTH + 1) - 1;
 
 const EMBEDDED_V4 = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
@@ -101,8 +103,18 @@ export function parseAllowedIps(input: unknown, field = 'allowedIps'): string[] 
     if (input.trim() === '') {
       throw new ValidationError(field, 'contains only spaces: leave it empty to allow any address');
     }
+    // Refused before splitting: a 20 MB string would otherwise cost seconds and hundreds of MB.
+    if (input.length > MAX_ALLOWED_IPS_LENGTH) {
+      throw new ValidationError(
+        field,
+        `is ${input.length} characters long; at most ${MAX_ALLOWED_IPS} addresses (${MAX_ALLOWED_IPS_LENGTH} characters) are allowed`,
+      );
+    }
     entries = input.split(',');
   } else if (Array.isArray(input)) {
+    if (input.length > MAX_ALLOWED_IPS) {
+      throw new ValidationError(field, `has ${input.length} entries; at most ${MAX_ALLOWED_IPS} are allowed`);
+    }
     entries = [];
     input.forEach((entry: unknown, index) => {
       if (typeof entry !== 'string') {

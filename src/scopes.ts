@@ -53,6 +53,8 @@ export interface DefineScopesOptions {
 }
 
 const NAME = /^[a-z][a-z0-9_-]{0,63}$/;
+/** The most entries `parse` reads (duplicates included); a longer list is refused before it is split or walked. */
+export const MAX_SCOPE_ENTRIES = 1000;
 
 /**
  * Builds a scope catalog of `resource:action` scopes. An action implies the actions it lists (for
@@ -133,6 +135,10 @@ function createCatalog(infos: readonly ScopeInfo[]): ScopeCatalog {
   });
   const frozenList = Object.freeze([...infos]);
   const known = infos.map((info) => info.name).join(', ');
+  const longest = infos.reduce((max, info) => Math.max(max, info.name.length), 0);
+  const maxLength = MAX_SCOPE_ENTRIES * (longest + 1) - 1;
+  const tooMany = (field: string, what: string): ValidationError =>
+    new ValidationError(field, `${what}; at most ${MAX_SCOPE_ENTRIES} scope names are allowed (known scopes: ${known})`);
 
   const grantsOne = (granted: readonly string[], required: string): boolean => {
     for (let i = 0; i < granted.length; i++) {
@@ -146,9 +152,14 @@ function createCatalog(infos: readonly ScopeInfo[]): ScopeCatalog {
     has: (name) => byName.has(name),
     parse(input, field = 'scopes') {
       let items: unknown[];
-      if (typeof input === 'string') items = input === '' ? [] : input.split(',');
-      else if (Array.isArray(input)) items = input;
-      else throw new ValidationError(field, 'must be an array of scope names');
+      if (typeof input === 'string') {
+        // Refused before splitting: a 20 MB string would otherwise cost seconds and hundreds of MB.
+        if (input.length > maxLength) throw tooMany(field, `is ${input.length} characters long`);
+        items = input === '' ? [] : input.split(',');
+      } else if (Array.isArray(input)) {
+        if (input.length > MAX_SCOPE_ENTRIES) throw tooMany(field, `has ${input.length} entries`);
+        items = input;
+      } else throw new ValidationError(field, 'must be an array of scope names');
       if (items.length === 0) throw new ValidationError(field, `choose at least one scope (${known})`);
       const picked = new Set<string>();
       items.forEach((item, index) => {

@@ -115,6 +115,19 @@ describe('parseAllowedIps', () => {
     expect(parseAllowedIps(['127.0.0.1', '::1'])).toEqual(['127.0.0.1', '::1']);
   });
 
+  it('refuses a string too long for 1000 addresses before splitting it', () => {
+    const huge = '1.1.1.1,'.repeat(2_500_000); // 20 MB
+    expect(() => parseAllowedIps(huge)).toThrow(/^allowedIps: is 20000000 characters long; at most 1000 addresses \(45999 characters\)/);
+    // A list of 1000 long addresses is still under the cap and parses.
+    const max = Array.from({ length: 1000 }, (_, i) => `2001:db8:aaaa:bbbb:cccc:dddd:${(i + 0x1000).toString(16)}:1`);
+    expect(parseAllowedIps(max.join(','))).toHaveLength(1000);
+  });
+
+  it('refuses an array of more than 1000 entries before reading them', () => {
+    const entries = Array.from({ length: 1001 }, () => 0 as unknown as string);
+    expect(() => parseAllowedIps(entries)).toThrow(/^allowedIps: has 1001 entries; at most 1000 are allowed/);
+  });
+
   it.each([
     ['203.0.113.7, 10.0.0.1', "entry 2 ' 10.0.0.1': contains a space"],
     ['203.0.113.7,,10.0.0.1', "entry 2 '': empty entry"],

@@ -12,6 +12,23 @@ function reference(granted: readonly string[], required: string): boolean {
   return false;
 }
 
+describe('scopes.parse on oversized input', () => {
+  it('refuses a string too long for 1000 scope names before splitting it', () => {
+    const huge = 'orders:list,'.repeat(1_700_000); // about 20 MB
+    expect(() => b2bWaveScopes.parse(huge)).toThrow(/^scopes: is 20400000 characters long; at most 1000 scope names are allowed/);
+  });
+
+  it('refuses an array of more than 1000 entries before reading them', () => {
+    expect(() => b2bWaveScopes.parse(Array.from({ length: 1001 }, () => 42))).toThrow(/^scopes: has 1001 entries; at most 1000/);
+  });
+
+  it('still accepts 1000 names, duplicates included, as a string or an array', () => {
+    const names = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'customers:edit' : 'orders:list'));
+    expect(b2bWaveScopes.parse(names.join(','))).toEqual(['orders:list', 'customers:edit']);
+    expect(b2bWaveScopes.parse(names)).toEqual(['orders:list', 'customers:edit']);
+  });
+});
+
 describe('b2bWaveScopes', () => {
   it('lists the seven B2B Wave scopes with their labels', () => {
     expect(b2bWaveScopes.list().map((s) => [s.name, s.label])).toEqual([
