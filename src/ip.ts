@@ -100,15 +100,15 @@ export function parseAllowedIps(input: unknown, field = 'allowedIps'): string[] 
   if (input === undefined || input === null || input === '') return [];
   let entries: string[];
   if (typeof input === 'string') {
-    if (input.trim() === '') {
-      throw new ValidationError(field, 'contains only spaces: leave it empty to allow any address');
-    }
-    // Refused before splitting: a 20 MB string would otherwise cost seconds and hundreds of MB.
+    // Refused before it is trimmed or split: a 20 MB string would otherwise cost seconds and hundreds of MB.
     if (input.length > MAX_ALLOWED_IPS_LENGTH) {
       throw new ValidationError(
         field,
         `is ${input.length} characters long; at most ${MAX_ALLOWED_IPS} addresses (${MAX_ALLOWED_IPS_LENGTH} characters) are allowed`,
       );
+    }
+    if (input.trim() === '') {
+      throw new ValidationError(field, 'contains only spaces: leave it empty to allow any address');
     }
     entries = input.split(',');
   } else if (Array.isArray(input)) {
