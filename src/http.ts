@@ -61,6 +61,14 @@ export interface GuardRequest {
   headers: HeaderBag;
   /** The socket's peer address (`req.socket.remoteAddress`); `undefined` once the socket closed. */
   remoteAddress: string | undefined;
+  /**
+   * The header lines as received, names and values alternating: Node's `req.rawHeaders` (HTTP/1
+   * and HTTP/2 compat requests alike). Node keeps only the first `Authorization` header in
+   * `headers`; with `rawHeaders` the guard reads every one, so a request carrying two different
+   * keys there is refused as malformed. The Express, Koa and Fastify guards pass it.
+   * @default none: only the first `Authorization` header is read
+   */
+  rawHeaders?: readonly string[] | undefined;
 }
 
 /** Options shared by the Express, Koa and Fastify guards. */
@@ -72,8 +80,8 @@ export interface GuardOptions {
    */
   scope?: string | readonly string[];
   /**
-   * Which headers may carry the key. A request carrying two different keys is refused as malformed;
-   * the same key twice is fine.
+   * Which headers may carry the key. A request carrying two different keys is refused as malformed,
+   * also in two `Authorization` headers (read from `rawHeaders`); the same key twice is fine.
    * @default ['bearer', 'x-api-key']
    */
   carriers?: readonly TokenCarrier[];
@@ -195,6 +203,30 @@ function eachValue(value: string | readonly string[] | undefined, read: (value: 
   return found;
 }
 
+/** Whether a raw header name is `Authorization`, in any case, without allocating for the usual spellings. */
+function isAuthorizationName(name: unknown): boolean {
+  if (name === 'Authorization' || name === 'authorization') return true;
+  return typeof name === 'string' && name.length === 13 && name.toLowerCase() === 'authorization';
+}
+
+/**
+ * Adds the `Authorization` lines of `rawHeaders` that `headers` dropped (Node keeps the first one
+ * only). A line equal to the one in `headers` is skipped unread: it is the same credential.
+ */
+function rawAuthorizations(
+  raw: readonly string[],
+  seen: string | readonly string[],
+  read: (value: string) => Credential,
+  found: Credential,
+): Credential {
+  for (let i = 0; i + 1 < raw.length && found !== INVALID; i += 2) {
+    if (!isAuthorizationName(raw[i])) continue;
+    const value = raw[i + 1];
+    if (typeof value === 'string' && value !== seen) found = merge(found, read(value));
+  }
+  return found;
+}
+
 /**
  * The client address: the socket's peer, or with trusted proxies the right-most `X-Forwarded-For`
  * hop that is not one of them (the walk of proxy-addr's `all()`). Every hop is parsed strictly by
@@ -278,7 +310,7 @@ function rejection(
  *
  * @example
  * const guard = createGuardCore(keys, { scope: 'orders:list' })
- * const outcome = await guard.authenticate({ headers: req.headers, remoteAddress: req.socket.remoteAddress })
+ * const outcome = await guard.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket.remoteAddress })
  * if (!outcome.ok) { res.writeHead(outcome.status, outcome.headers).end(JSON.stringify(outcome.body)) }
  */
 export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): GuardCore {
@@ -303,9 +335,14 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   const tokenStart = `${keys.prefix}_`;
   const readAuthorization = (value: string): Credential => fromAuthorization(value, bearer, basic, tokenStart);
 
-  const extract = (headers: HeaderBag): Credential => {
+  const extract = (headers: HeaderBag, raw: readonly string[] | undefined): Credential => {
     let found: Credential = null;
-    if (readsAuthorization) found = eachValue(headers.authorization, readAuthorization, found);
+    if (readsAuthorization) {
+      const authorization = headers.authorization;
+      found = eachValue(authorization, readAuthorization, found);
+      // Only when `headers` still has one: a header removed there (say by a middleware) stays removed.
+      if (authorization !== undefined && Array.isArray(raw)) found = rawAuthorizations(raw, authorization, readAuthorization, found);
+    }
     if (readsApiKeyHeader) found = eachValue(headers['x-api-key'], fromApiKeyHeader, found);
     return found;
   };
@@ -322,7 +359,7 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   return {
     async authenticate(request) {
       const headers = request.headers;
-      const token = extract(headers);
+      const token = extract(headers, request.rawHeaders);
       const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
       const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
       let result: VerifyResult;
