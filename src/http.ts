@@ -387,3 +387,111 @@ export function checkOnReject<T extends (...args: never[]) => unknown>(value: T 
   if (typeof value !== 'function') throw new ValidationError('onReject', 'must be a function');
   return value;
 }
+
+/** Options of `createOriginCheck`. */
+export interface OriginCheckOptions {
+  /**
+   * The proxies whose `X-Forwarded-Proto` and `X-Forwarded-Host` are believed, written as the
+   * guards' `trustedProxies` (addresses, CIDR ranges, `loopback`, `linklocal`, `uniquelocal`). Only
+   * when the socket's peer is one of them does the request's origin come from those headers (the
+   * first entry of each, as Express reads them); from any other peer they are ignored.
+   * @default none: the request's origin is the connection's own scheme and its `Host` header
+   */
+  trustedProxies?: string | readonly string[] | undefined;
+}
+
+/** The parts of a request the origin check reads. */
+export interface OriginCheckRequest {
+  /** Request headers with lower-case names, as Node's `IncomingMessage.headers`. */
+  headers: HeaderBag;
+  /** The socket's peer address (`req.socket.remoteAddress`); `undefined` once the socket closed. */
+  remoteAddress: string | undefined;
+  /**
+   * Whether the connection to this server is TLS: `req.socket.encrypted` in Node (`true` on a TLS
+   * socket, missing on a plain one).
+   * @default false
+   */
+  encrypted?: boolean | undefined;
+}
+
+/**
+ * Whether the request's `Origin` header, when it has one, is the request's own origin. `true`
+ * without an `Origin` header; `false` for `Origin: null`, for anything that is not one
+ * `scheme://host[:port]`, and when the request's own origin cannot be told (no `Host`).
+ */
+export type OriginCheck = (request: OriginCheckRequest) => boolean;
+
+/** `host[:port]`, a name or an address in brackets, nothing else (no user info, path or spaces). */
+const HOST_AND_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
+const SCHEME_END = '://';
+
+/**
+ * An origin as browsers write it: `scheme://host[:port]`, the host in lower case, the default port
+ * left out; `null` unless `scheme` is http or https and `host` is a host with an optional port.
+ */
+function serializeOrigin(scheme: string, host: string): string | null {
+  if (scheme !== 'http' && scheme !== 'https') return null;
+  if (!HOST_AND_PORT.test(host)) return null;
+  try {
+    return new URL(`${scheme}${SCHEME_END}${host}`).origin;
+  } catch {
+    return null;
+  }
+}
+
+/** The one value of a header: a string as is, the only item of a one-item array; otherwise undefined. */
+function oneValue(value: string | readonly string[] | undefined): string | undefined {
+  if (typeof value === 'string') return value;
+  return value !== undefined && value.length === 1 ? value[0] : undefined;
+}
+
+/** The first entry of a comma-separated header, trimmed; undefined when empty. */
+function firstEntry(value: string | readonly string[] | undefined): string | undefined {
+  const first = typeof value === 'string' ? value : value?.[0];
+  if (first === undefined) return undefined;
+  const comma = first.indexOf(',');
+  const entry = (comma < 0 ? first : first.slice(0, comma)).trim();
+  return entry === '' ? undefined : entry;
+}
+
+/** The origin the request was sent to, as the browser sees it; `null` when it cannot be told. */
+function ownOrigin(request: OriginCheckRequest, trust: AddressMatcher | null): string | null {
+  const headers = request.headers;
+  let scheme = request.encrypted === true ? 'https' : 'http';
+  // HTTP/2 requests carry :authority instead of Host.
+  let host = oneValue(headers.host) ?? oneValue(headers[':authority']);
+  if (trust?.(request.remoteAddress)) {
+    const proto = firstEntry(headers['x-forwarded-proto']);
+    if (proto !== undefined) scheme = proto.toLowerCase();
+    host = firstEntry(headers['x-forwarded-host']) ?? host;
+  }
+  return host === undefined ? null : serializeOrigin(scheme, host.trim());
+}
+
+/**
+ * Compiles a check that a request's `Origin` header, when present, is the request's own origin:
+ * the same scheme, host and port (default ports normalised: `https://shop.example:443` is
+ * `https://shop.example`). Use it on writes (POST, PUT, PATCH, DELETE) of pages signed in with
+ * cookies or HTTP Basic, which browsers also send with cross-site requests. `Origin: null` (a
+ * sandboxed frame, a `file:` page, some redirects) is refused. Behind a reverse proxy that
+ * terminates TLS, name it in `trustedProxies`, so the scheme and host it forwards are the ones
+ * compared. A bad `trustedProxies` entry throws `ValidationError` here, at startup.
+ *
+ * @example
+ * const isOwnOrigin = createOriginCheck({ trustedProxies: 'loopback' })
+ * if (req.method !== 'GET' && !isOwnOrigin({ headers: req.headers, remoteAddress: req.socket.remoteAddress, encrypted: req.socket.encrypted })) {
+ *   res.writeHead(403).end()
+ * }
+ */
+export function createOriginCheck(options: OriginCheckOptions = {}): OriginCheck {
+  if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+  const trust = compileTrustedProxies(options.trustedProxies, 'trustedProxies');
+  return (request) => {
+    const origin = oneValue(request.headers.origin);
+    if (origin === undefined) return request.headers.origin === undefined;
+    const scheme = origin.indexOf(SCHEME_END);
+    if (scheme < 0) return false;
+    const claimed = serializeOrigin(origin.slice(0, scheme), origin.slice(scheme + SCHEME_END.length));
+    return claimed !== null && claimed === ownOrigin(request, trust);
+  };
+}
