@@ -61,6 +61,14 @@ export interface GuardRequest {
   headers: HeaderBag;
   /** The socket's peer address (`req.socket.remoteAddress`); `undefined` once the socket closed. */
   remoteAddress: string | undefined;
+  /**
+   * The header lines as received, names and values alternating: Node's `req.rawHeaders` (HTTP/1
+   * and HTTP/2 compat requests alike). Node keeps only the first `Authorization` header in
+   * `headers`; with `rawHeaders` the guard reads every one, so a request carrying two different
+   * keys there is refused as malformed. The Express, Koa and Fastify guards pass it.
+   * @default none: only the first `Authorization` header is read
+   */
+  rawHeaders?: readonly string[] | undefined;
 }
 
 /** Options shared by the Express, Koa and Fastify guards. */
@@ -72,8 +80,8 @@ export interface GuardOptions {
    */
   scope?: string | readonly string[];
   /**
-   * Which headers may carry the key. A request carrying two different keys is refused as malformed;
-   * the same key twice is fine.
+   * Which headers may carry the key. A request carrying two different keys is refused as malformed,
+   * also in two `Authorization` headers (read from `rawHeaders`); the same key twice is fine.
    * @default ['bearer', 'x-api-key']
    */
   carriers?: readonly TokenCarrier[];
@@ -195,6 +203,30 @@ function eachValue(value: string | readonly string[] | undefined, read: (value: 
   return found;
 }
 
+/** Whether a raw header name is `Authorization`, in any case, without allocating for the usual spellings. */
+function isAuthorizationName(name: unknown): boolean {
+  if (name === 'Authorization' || name === 'authorization') return true;
+  return typeof name === 'string' && name.length === 13 && name.toLowerCase() === 'authorization';
+}
+
+/**
+ * Adds the `Authorization` lines of `rawHeaders` that `headers` dropped (Node keeps the first one
+ * only). A line equal to the one in `headers` is skipped unread: it is the same credential.
+ */
+function rawAuthorizations(
+  raw: readonly string[],
+  seen: string | readonly string[],
+  read: (value: string) => Credential,
+  found: Credential,
+): Credential {
+  for (let i = 0; i + 1 < raw.length && found !== INVALID; i += 2) {
+    if (!isAuthorizationName(raw[i])) continue;
+    const value = raw[i + 1];
+    if (typeof value === 'string' && value !== seen) found = merge(found, read(value));
+  }
+  return found;
+}
+
 /**
  * The client address: the socket's peer, or with trusted proxies the right-most `X-Forwarded-For`
  * hop that is not one of them (the walk of proxy-addr's `all()`). Every hop is parsed strictly by
@@ -278,7 +310,7 @@ function rejection(
  *
  * @example
  * const guard = createGuardCore(keys, { scope: 'orders:list' })
- * const outcome = await guard.authenticate({ headers: req.headers, remoteAddress: req.socket.remoteAddress })
+ * const outcome = await guard.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket.remoteAddress })
  * if (!outcome.ok) { res.writeHead(outcome.status, outcome.headers).end(JSON.stringify(outcome.body)) }
  */
 export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): GuardCore {
@@ -303,9 +335,14 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   const tokenStart = `${keys.prefix}_`;
   const readAuthorization = (value: string): Credential => fromAuthorization(value, bearer, basic, tokenStart);
 
-  const extract = (headers: HeaderBag): Credential => {
+  const extract = (headers: HeaderBag, raw: readonly string[] | undefined): Credential => {
     let found: Credential = null;
-    if (readsAuthorization) found = eachValue(headers.authorization, readAuthorization, found);
+    if (readsAuthorization) {
+      const authorization = headers.authorization;
+      found = eachValue(authorization, readAuthorization, found);
+      // Only when `headers` still has one: a header removed there (say by a middleware) stays removed.
+      if (authorization !== undefined && Array.isArray(raw)) found = rawAuthorizations(raw, authorization, readAuthorization, found);
+    }
     if (readsApiKeyHeader) found = eachValue(headers['x-api-key'], fromApiKeyHeader, found);
     return found;
   };
@@ -322,7 +359,7 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   return {
     async authenticate(request) {
       const headers = request.headers;
-      const token = extract(headers);
+      const token = extract(headers, request.rawHeaders);
       const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
       const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
       let result: VerifyResult;
@@ -349,4 +386,112 @@ export function checkOnReject<T extends (...args: never[]) => unknown>(value: T 
   if (value === undefined || value === null) return null;
   if (typeof value !== 'function') throw new ValidationError('onReject', 'must be a function');
   return value;
+}
+
+/** Options of `createOriginCheck`. */
+export interface OriginCheckOptions {
+  /**
+   * The proxies whose `X-Forwarded-Proto` and `X-Forwarded-Host` are believed, written as the
+   * guards' `trustedProxies` (addresses, CIDR ranges, `loopback`, `linklocal`, `uniquelocal`). Only
+   * when the socket's peer is one of them does the request's origin come from those headers (the
+   * first entry of each, as Express reads them); from any other peer they are ignored.
+   * @default none: the request's origin is the connection's own scheme and its `Host` header
+   */
+  trustedProxies?: string | readonly string[] | undefined;
+}
+
+/** The parts of a request the origin check reads. */
+export interface OriginCheckRequest {
+  /** Request headers with lower-case names, as Node's `IncomingMessage.headers`. */
+  headers: HeaderBag;
+  /** The socket's peer address (`req.socket.remoteAddress`); `undefined` once the socket closed. */
+  remoteAddress: string | undefined;
+  /**
+   * Whether the connection to this server is TLS: `req.socket.encrypted` in Node (`true` on a TLS
+   * socket, missing on a plain one).
+   * @default false
+   */
+  encrypted?: boolean | undefined;
+}
+
+/**
+ * Whether the request's `Origin` header, when it has one, is the request's own origin. `true`
+ * without an `Origin` header; `false` for `Origin: null`, for anything that is not one
+ * `scheme://host[:port]`, and when the request's own origin cannot be told (no `Host`).
+ */
+export type OriginCheck = (request: OriginCheckRequest) => boolean;
+
+/** `host[:port]`, a name or an address in brackets, nothing else (no user info, path or spaces). */
+const HOST_AND_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
+const SCHEME_END = '://';
+
+/**
+ * An origin as browsers write it: `scheme://host[:port]`, the host in lower case, the default port
+ * left out; `null` unless `scheme` is http or https and `host` is a host with an optional port.
+ */
+function serializeOrigin(scheme: string, host: string): string | null {
+  if (scheme !== 'http' && scheme !== 'https') return null;
+  if (!HOST_AND_PORT.test(host)) return null;
+  try {
+    return new URL(`${scheme}${SCHEME_END}${host}`).origin;
+  } catch {
+    return null;
+  }
+}
+
+/** The one value of a header: a string as is, the only item of a one-item array; otherwise undefined. */
+function oneValue(value: string | readonly string[] | undefined): string | undefined {
+  if (typeof value === 'string') return value;
+  return value !== undefined && value.length === 1 ? value[0] : undefined;
+}
+
+/** The first entry of a comma-separated header, trimmed; undefined when empty. */
+function firstEntry(value: string | readonly string[] | undefined): string | undefined {
+  const first = typeof value === 'string' ? value : value?.[0];
+  if (first === undefined) return undefined;
+  const comma = first.indexOf(',');
+  const entry = (comma < 0 ? first : first.slice(0, comma)).trim();
+  return entry === '' ? undefined : entry;
+}
+
+/** The origin the request was sent to, as the browser sees it; `null` when it cannot be told. */
+function ownOrigin(request: OriginCheckRequest, trust: AddressMatcher | null): string | null {
+  const headers = request.headers;
+  let scheme = request.encrypted === true ? 'https' : 'http';
+  // HTTP/2 requests carry :authority instead of Host.
+  let host = oneValue(headers.host) ?? oneValue(headers[':authority']);
+  if (trust?.(request.remoteAddress)) {
+    const proto = firstEntry(headers['x-forwarded-proto']);
+    if (proto !== undefined) scheme = proto.toLowerCase();
+    host = firstEntry(headers['x-forwarded-host']) ?? host;
+  }
+  return host === undefined ? null : serializeOrigin(scheme, host.trim());
+}
+
+/**
+ * Compiles a check that a request's `Origin` header, when present, is the request's own origin:
+ * the same scheme, host and port (default ports normalised: `https://shop.example:443` is
+ * `https://shop.example`). Use it on writes (POST, PUT, PATCH, DELETE) of pages signed in with
+ * cookies or HTTP Basic, which browsers also send with cross-site requests. `Origin: null` (a
+ * sandboxed frame, a `file:` page, some redirects) is refused. Behind a reverse proxy that
+ * terminates TLS, name it in `trustedProxies`, so the scheme and host it forwards are the ones
+ * compared. A bad `trustedProxies` entry throws `ValidationError` here, at startup.
+ *
+ * @example
+ * const isOwnOrigin = createOriginCheck({ trustedProxies: 'loopback' })
+ * if (req.method !== 'GET' && !isOwnOrigin({ headers: req.headers, remoteAddress: req.socket.remoteAddress, encrypted: req.socket.encrypted })) {
+ *   res.writeHead(403).end()
+ * }
+ */
+export function createOriginCheck(options: OriginCheckOptions = {}): OriginCheck {
+  if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
+  const trust = compileTrustedProxies(options.trustedProxies, 'trustedProxies');
+  return (request) => {
+    const origin = oneValue(request.headers.origin);
+    if (origin === undefined) return request.headers.origin === undefined;
+    const scheme = origin.indexOf(SCHEME_END);
+    if (scheme < 0) return false;
+    const claimed = serializeOrigin(origin.slice(0, scheme), origin.slice(scheme + SCHEME_END.length));
+    return claimed !== null && claimed === ownOrigin(request, trust);
+  };
 }

@@ -16,7 +16,7 @@ export {
   isKeygateError,
 } from './errors.js';
 export type { KeygateErrorCode } from './errors.js';
-export { createGuardCore } from './http.js';
+export { createGuardCore, createOriginCheck } from './http.js';
 export type {
   GuardCore,
   GuardOptions,
@@ -28,6 +28,9 @@ export type {
   GuardErrorCode,
   TokenCarrier,
   HeaderBag,
+  OriginCheck,
+  OriginCheckOptions,
+  OriginCheckRequest,
 } from './http.js';
 export type { KeyStore, KeyRecord, StoreListQuery, ListPosition, TouchEntry } from './store.js';
 export type { VerifyCacheOptions, InvalidationBus, InvalidationSubscriber } from './cache.js';

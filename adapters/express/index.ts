@@ -23,6 +23,8 @@ declare global {
 /** The parts of an Express request the guard uses (any `express.Request` fits). */
 export interface GuardedRequest {
   headers: HeaderBag;
+  /** The header lines as received; every `Authorization` header is read from them. */
+  rawHeaders?: readonly string[] | undefined;
   socket: { remoteAddress?: string | undefined } | null;
   apiKey?: ApiKey;
 }
@@ -66,7 +68,7 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
   const handle = async (req: Req, res: Res, next: (error?: unknown) => void): Promise<void> => {
     let outcome: GuardOutcome;
     try {
-      outcome = await core.authenticate({ headers: req.headers, remoteAddress: req.socket?.remoteAddress });
+      outcome = await core.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket?.remoteAddress });
       if (!outcome.ok) {
         if (onReject) await onReject(outcome, req, res);
         if (res.headersSent) return;

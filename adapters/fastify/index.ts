@@ -65,7 +65,13 @@ const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options
 
   const hook = (core: GuardCore): ApiKeyHook =>
     async function keygateGuard(request, reply) {
-      const outcome = await core.authenticate({ headers: request.headers, remoteAddress: request.raw.socket?.remoteAddress });
+      const { raw } = request;
+      // raw is an IncomingMessage, or an Http2ServerRequest with `http2: true`: both have rawHeaders.
+      const outcome = await core.authenticate({
+        headers: request.headers,
+        rawHeaders: raw.rawHeaders,
+        remoteAddress: raw.socket?.remoteAddress,
+      });
       if (outcome.ok) {
         request.apiKey = outcome.key;
         return undefined;

@@ -12,7 +12,12 @@ export interface ApiKeyState {
 
 /** The parts of a Koa context the guard uses (any Koa `Context` fits). */
 export interface GuardedContext {
-  req: { headers: HeaderBag; socket: { remoteAddress?: string | undefined } | null };
+  req: {
+    headers: HeaderBag;
+    /** The header lines as received; every `Authorization` header is read from them. */
+    rawHeaders?: readonly string[] | undefined;
+    socket: { remoteAddress?: string | undefined } | null;
+  };
   state: object;
   status: number;
   body: unknown;
@@ -50,7 +55,8 @@ export function apiKeyGuard<Ctx extends GuardedContext = GuardedContext>(
   const onReject = checkOnReject(options.onReject);
 
   return async (ctx, next) => {
-    const outcome = await core.authenticate({ headers: ctx.req.headers, remoteAddress: ctx.req.socket?.remoteAddress });
+    const { req } = ctx;
+    const outcome = await core.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket?.remoteAddress });
     if (outcome.ok) {
       (ctx.state as ApiKeyState).apiKey = outcome.key;
       await next();

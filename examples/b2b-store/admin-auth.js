@@ -1,6 +1,7 @@
 // Protects the admin page and its JSON API: HTTP Basic auth checked in constant time, plus CSRF checks.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { createOriginCheck } from 'keygate';
 
 /** The user name the admin signs in with. */
 export const ADMIN_USER = 'admin';
@@ -65,15 +66,19 @@ export function basicAuth(password) {
  * Express middleware for the admin JSON API: a browser sends Basic credentials with cross-site
  * requests too, so writes must be JSON (a cross-site form cannot send that without a CORS
  * preflight, which this server never answers) and, when the browser says where it came from, from
- * this same origin.
+ * this same origin. Behind a reverse proxy that terminates TLS, the page's origin is https while
+ * the app is reached over http: name the proxy in `trustedProxies` so its `X-Forwarded-Proto` and
+ * `X-Forwarded-Host` are believed (from that proxy only).
  *
+ * @param {{ trustedProxies?: string | readonly string[] }} [options]
  * @returns {import('express').RequestHandler}
  */
-export function sameOriginWrites() {
+export function sameOriginWrites(options = {}) {
+  const isOwnOrigin = createOriginCheck({ trustedProxies: options.trustedProxies });
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD') return next();
-    const origin = req.get('origin');
-    if (origin !== undefined && origin !== `${req.protocol}://${req.get('host')}`) {
+    const socket = /** @type {import('node:net').Socket & { encrypted?: boolean }} */ (req.socket);
+    if (!isOwnOrigin({ headers: req.headers, remoteAddress: socket.remoteAddress, encrypted: socket.encrypted === true })) {
       return res
         .status(403)
         .json({ error: { code: 'cross_origin_write', message: 'Admin changes must come from the admin page itself.' } });

@@ -18,6 +18,9 @@ export const IP_RULE =
  * @property {import('keygate').KeyStore} store where the keys live (sqliteStore, postgresStore, redisStore, memoryStore)
  * @property {string} adminPassword password of the `admin` user of the admin page (at least 8 characters)
  * @property {Omit<import('keygate').KeyManagerOptions, 'store'>} [keyManager] further createKeyManager options
+ * @property {string | readonly string[]} [trustedProxies] the reverse proxies in front of the app (e.g. `'loopback'`):
+ *   their `X-Forwarded-For` gives the client address the store API checks allow-lists against, and their
+ *   `X-Forwarded-Proto` and `X-Forwarded-Host` the origin admin writes must come from. Default: none.
  */
 
 /**
@@ -37,21 +40,23 @@ export const IP_RULE =
  * app.listen(3000, '127.0.0.1')
  */
 export function createApp(options) {
-  const { store, adminPassword } = options;
+  const { store, adminPassword, trustedProxies } = options;
   if (typeof adminPassword !== 'string' || adminPassword.length < 8) {
     throw new TypeError('createApp: adminPassword must be a string of at least 8 characters');
   }
+  // First, so a bad trustedProxies entry stops createApp before a manager exists that would need closing.
+  const originCheck = sameOriginWrites({ trustedProxies });
   const keys = createKeyManager({ ...options.keyManager, store });
   const app = express();
   app.disable('x-powered-by');
   app.use(securityHeaders);
 
   app.get('/', (req, res) => res.redirect('/admin/api-keys'));
-  app.use('/api', storeApi(keys));
+  app.use('/api', storeApi(keys, { trustedProxies }));
 
   const admin = express.Router();
   admin.use(basicAuth(adminPassword));
-  admin.use('/api', sameOriginWrites(), adminApi(keys));
+  admin.use('/api', originCheck, adminApi(keys));
   admin.get('/api-keys', (req, res) => res.sendFile('index.html', { root: PUBLIC_DIR }));
   admin.use('/assets', express.static(PUBLIC_DIR, { index: false }));
   app.use('/admin', admin);

@@ -90,8 +90,19 @@ async function main() {
   if (givenPassword !== undefined && givenPassword.length < 8) throw new Error('ADMIN_PASSWORD must be at least 8 characters');
   const adminPassword = givenPassword || randomBytes(18).toString('base64url');
 
+  // e.g. 'loopback' behind nginx or Caddy on this host; checked by createApp, which names a bad entry.
+  const trustedProxies = process.env.TRUSTED_PROXIES || undefined;
+
   const opened = await openStore();
-  const { app, close } = createApp({ store: opened.store, adminPassword });
+  /** @type {ReturnType<typeof createApp>} */
+  let created;
+  try {
+    created = createApp({ store: opened.store, adminPassword, trustedProxies });
+  } catch (error) {
+    await opened.close();
+    throw error;
+  }
+  const { app, close } = created;
   const server = app.listen(port, HOST);
   try {
     await new Promise((resolve, reject) => {
@@ -114,6 +125,7 @@ async function main() {
       `  Sign in as:  admin`,
       `  Password:    ${passwordLine}`,
       `  Key store:   ${opened.description}`,
+      `  Proxies:     ${trustedProxies ? `${trustedProxies} (X-Forwarded-* believed from these only)` : 'none trusted (set TRUSTED_PROXIES behind a reverse proxy)'}`,
       `  Store API:   ${base}/api/orders, /api/products, /api/customers`,
       '',
       'Press Ctrl+C to stop.',

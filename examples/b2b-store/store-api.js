@@ -37,9 +37,11 @@ const ID_PREFIX = { orders: 'ord', products: 'prd', customers: 'cus' };
  * same for products and customers.
  *
  * @param {import('keygate').KeyManager} keys
+ * @param {{ trustedProxies?: string | readonly string[] }} [options] the proxies whose `X-Forwarded-For` is believed
  * @returns {import('express').Router}
  */
-export function storeApi(keys) {
+export function storeApi(keys, options = {}) {
+  const { trustedProxies } = options;
   const data = sampleData();
   let nextId = 4000;
   const router = express.Router();
@@ -47,12 +49,12 @@ export function storeApi(keys) {
   const json = express.json({ limit: '16kb' });
 
   for (const resource of /** @type {const} */ (['orders', 'products', 'customers'])) {
-    router.get(`/${resource}`, apiKeyGuard(keys, { scope: `${resource}:list` }), (req, res) => {
+    router.get(`/${resource}`, apiKeyGuard(keys, { scope: `${resource}:list`, trustedProxies }), (req, res) => {
       const key = /** @type {import('keygate').ApiKey} */ (req.apiKey);
       res.json({ data: data[resource], key: { id: key.id, name: key.name } });
     });
 
-    router.post(`/${resource}`, apiKeyGuard(keys, { scope: `${resource}:edit` }), json, (req, res) => {
+    router.post(`/${resource}`, apiKeyGuard(keys, { scope: `${resource}:edit`, trustedProxies }), json, (req, res) => {
       const body = req.body;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         return res.status(400).json({ error: { code: 'invalid_body', message: 'Send a JSON object.' } });

@@ -14,7 +14,11 @@ const APP_MODULE = pathToFileURL(join(ROOT, 'examples/b2b-store/app.js')).href;
 
 /** What examples/b2b-store/app.js exports (it is plain JavaScript, so its types are restated here). */
 interface AppModule {
-  createApp(options: { store: KeyStore; adminPassword: string }): { app: Express; keys: KeyManager; close(): Promise<void> };
+  createApp(options: { store: KeyStore; adminPassword: string; trustedProxies?: string | readonly string[] }): {
+    app: Express;
+    keys: KeyManager;
+    close(): Promise<void>;
+  };
 }
 
 interface SqliteModule {
@@ -58,8 +62,14 @@ export interface RunningApp {
   close(): Promise<void>;
 }
 
+/** Options of `startB2bStore`, passed on to the example's `createApp`. */
+export interface StartOptions {
+  /** The proxies whose forwarded headers the app believes. @default none */
+  trustedProxies?: string | readonly string[];
+}
+
 /** The B2B store app on a fresh SQLite file, listening on 127.0.0.1 at a free port. */
-export async function startB2bStore(): Promise<RunningApp> {
+export async function startB2bStore(options: StartOptions = {}): Promise<RunningApp> {
   await ensureBuilt();
   const [{ createApp }, { sqliteStore }, { default: Database }] = await Promise.all([
     import(APP_MODULE) as Promise<AppModule>,
@@ -71,7 +81,7 @@ export async function startB2bStore(): Promise<RunningApp> {
   const store = sqliteStore(db);
   await store.migrate();
   const adminPassword = `test-${Math.random().toString(36).slice(2)}-password`;
-  const { app, keys, close } = createApp({ store, adminPassword });
+  const { app, keys, close } = createApp({ store, adminPassword, ...options });
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

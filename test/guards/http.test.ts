@@ -123,6 +123,28 @@ describe('token carriers', () => {
     expect(await reasonOf(all, request({ authorization: 'Bearer', 'x-api-key': token }))).toBe('MALFORMED');
   });
 
+  it('reads every Authorization header of rawHeaders, where Node keeps only the first in headers', async () => {
+    const all: GuardOptions = { carriers: ['bearer', 'x-api-key', 'basic'] };
+    const raw = (...lines: string[]): GuardRequest => {
+      const rawHeaders = lines.flatMap((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 2)]);
+      const first = rawHeaders.findIndex((name, i) => i % 2 === 0 && name.toLowerCase() === 'authorization');
+      return { headers: first < 0 ? {} : { authorization: rawHeaders[first + 1] }, rawHeaders, remoteAddress: '127.0.0.1' };
+    };
+    expect(await reasonOf(all, raw(`Authorization: Bearer ${token}`, `Authorization: Bearer ${other}`))).toBe('MALFORMED');
+    expect(await reasonOf(all, raw(`Authorization: Bearer ${token}`, `AUTHORIZATION: ${basic('', other)}`))).toBe('MALFORMED');
+    expect(await reasonOf(all, raw(`Authorization: Bearer ${token}`, 'Host: shop', `authorization: ${basic(token, '')}`))).toBe('ok');
+    expect(await reasonOf(all, raw(`Authorization: Bearer ${token}`, `Authorization: Bearer ${token}`))).toBe('ok');
+    expect(await reasonOf(all, raw('Authorization: Negotiate abc', `Authorization: Bearer ${token}`))).toBe('ok');
+    // Without rawHeaders only the first is seen.
+    expect(await reasonOf(all, request({ authorization: `Bearer ${token}` }))).toBe('ok');
+    // A header removed from `headers` (say by a middleware) is not read back from rawHeaders.
+    const removed = raw(`Authorization: Bearer ${token}`, `Authorization: Bearer ${other}`);
+    expect(await reasonOf(all, { ...removed, headers: { 'x-api-key': token } })).toBe('ok');
+    // Odd lengths and non-strings in a hand-made rawHeaders are skipped, never thrown on.
+    const odd = { headers: { authorization: `Bearer ${token}` }, rawHeaders: ['authorization', 5, 'Authorization'], remoteAddress: '::1' };
+    expect(await reasonOf(all, odd as unknown as GuardRequest)).toBe('ok');
+  });
+
   it('treats empty values as absent and over-long values as malformed', async () => {
     expect(await reasonOf({}, request({ 'x-api-key': '' }))).toBe('MISSING');
     expect(await reasonOf({}, request({ 'x-api-key': ' , ' }))).toBe('MISSING');
@@ -144,9 +166,14 @@ describe('token carriers', () => {
     );
     const value = fc.oneof(text, fc.array(text, { maxLength: 4 }), fc.constant(undefined));
     const headers = fc.record({ authorization: value, 'x-api-key': value, 'x-forwarded-for': value }, { requiredKeys: [] });
+    const rawName = fc.constantFrom('Authorization', 'authorization', 'AuthoriZation', 'X-API-Key', 'Host');
+    const rawLines = fc.option(
+      fc.array(fc.tuple(rawName, text), { maxLength: 4 }).map((lines) => lines.flat()),
+      { nil: undefined },
+    );
     await fc.assert(
-      fc.asyncProperty(headers, fc.option(fc.string({ maxLength: 60 }), { nil: undefined }), async (bag, remote) => {
-        const outcome = await core.authenticate({ headers: bag, remoteAddress: remote });
+      fc.asyncProperty(headers, fc.option(fc.string({ maxLength: 60 }), { nil: undefined }), rawLines, async (bag, remote, rawHeaders) => {
+        const outcome = await core.authenticate({ headers: bag, remoteAddress: remote, rawHeaders });
         expect(outcome.ok).toBe(false);
         expect(outcome.ok ? 0 : outcome.status).toBe(401);
       }),
