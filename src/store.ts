@@ -51,7 +51,10 @@ export interface TouchEntry {
 /**
  * Persistence for API keys. Every method is async; the manager bounds each call with
  * `storeTimeoutMs`, so a store needs no timeouts of its own but must not queue calls forever.
- * A failing call should reject (with any error); the manager turns it into `StoreUnavailableError`.
+ * A failing call should reject (with any error); the manager turns it into `StoreUnavailableError`,
+ * whose cause keeps only the error's name, code and message. Only `StoreConflictError` from `insert`
+ * and `update`, and `ValidationError` from any call but `findByDigest` and `touch`, keep their
+ * meaning (docs/writing-a-store.md).
  */
 export interface KeyStore {
   /** Adds a new record. Rejects with `StoreConflictError` when its id or a digest is taken. */

@@ -61,6 +61,25 @@ export function clientKind(client: unknown, field: string): 'ioredis' | 'node-re
 }
 
 /**
+ * Throws a ValidationError when the client was created with a key prefix of its own (ioredis
+ * `keyPrefix`, node-redis 6 `keyPrefix`). ioredis prefixes the KEYS of a script but not the key
+ * names the store passes as arguments or builds inside its scripts, so `list()` and the previous
+ * token of a rotation would find nothing; node-redis does not prefix `sendCommand` at all, so the
+ * store would write outside the prefix and two applications told apart by it would share keys.
+ * The store's own `prefix` names every key, in one place.
+ */
+export function refuseKeyPrefix(client: RedisClientLike, storePrefix: string): void {
+  const options = (client as { options?: { keyPrefix?: unknown } }).options;
+  const keyPrefix = options !== null && typeof options === 'object' ? options.keyPrefix : undefined;
+  const text = typeof keyPrefix === 'string' ? keyPrefix : Buffer.isBuffer(keyPrefix) ? keyPrefix.toString() : '';
+  if (text === '') return;
+  throw new ValidationError(
+    'client',
+    `was created with the keyPrefix option (${JSON.stringify(text)}), which the Redis store does not support: the client cannot prefix the key names its scripts build, so list() and rotated tokens would break. Pass a client without keyPrefix (such as client.duplicate({ keyPrefix: '' })) and give the store its own prefix option instead: redisStore(client, { prefix: ${JSON.stringify(text + storePrefix)} })`,
+  );
+}
+
+/**
  * One function that sends a command over either client. A client that is not ready (connecting,
  * setting up, reconnecting, closed) makes the call reject at once: commands never pile up in the
  * client's offline queue while Redis is away. An ioredis client created with `lazyConnect` and

@@ -3,7 +3,7 @@
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
 import { FIELD_LIST } from '../../src/fields.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
-import { commandSender, type RedisClientLike, type SendCommand } from './client.js';
+import { commandSender, type RedisClientLike, refuseKeyPrefix, type SendCommand } from './client.js';
 import { DELETE, FIND_BY_DIGEST, INSERT, LIST, TOUCH, UPDATE } from './scripts.js';
 
 export interface RedisStoreOptions {
@@ -101,6 +101,7 @@ export class RedisStore implements KeyStore {
   constructor(client: RedisClientLike, options: RedisStoreOptions = {}) {
     this.send = commandSender(client, 'client');
     this.prefix = checkPrefix(options.prefix ?? '{keygate}:');
+    refuseKeyPrefix(client, this.prefix);
     this.allKey = `${this.prefix}all`;
   }
 
