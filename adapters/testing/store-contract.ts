@@ -5,7 +5,7 @@ import { ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
 import type { KeyStore } from '../../src/store.js';
 import { syncLookupOf } from '../../src/sync-lookup.js';
-import type { ApiKey } from '../../src/types.js';
+import type { ApiKey, ListOptions, ListResult } from '../../src/types.js';
 import { sampleRecord } from './records.js';
 import { hooksOf, type TestRunner } from './runner.js';
 
@@ -68,6 +68,20 @@ async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise
 function assertAbsent(text: string, secret: string, where: string): void {
   assert.ok(!text.includes(secret), `a token or digest occurs in ${where}`);
 }
+
+/** Every key `list` gives for these options, page after page. */
+async function listAll(keys: KeyManager, options: ListOptions): Promise<ApiKey[]> {
+  const out: ApiKey[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: ListResult = await keys.list({ ...options, cursor });
+    out.push(...page.keys);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return out;
+}
+
+const idsOf = (keys: readonly { id: string }[]): string[] => keys.map((k) => k.id);
 
 /**
  * Registers the store contract suite with your test runner: the checks every built-in store passes
@@ -201,6 +215,50 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       assert.ok(inactive.keys.every((k) => !k.active));
       assert.equal((await keys.list({ ownerId: owner, active: true })).keys.length, 20);
       assert.deepStrictEqual((await keys.list({ ownerId: `${owner}-none` })).keys, []);
+    });
+
+    check('lists only the keys without an owner for ownerId: null, page by page and with the active filter', async () => {
+      const keys = manager();
+      const tag = Math.random().toString(36).slice(2);
+      const tenants = [`tenant-a-${tag}`, `tenant-b-${tag}`];
+      const ownerless: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        for (const ownerId of tenants)
+          await keys.create({ name: `${ownerId} ${i}`, scopes: ['orders:list'], ownerId, active: i % 2 === 0 });
+        const { key } = await keys.create({ name: `no owner ${i}`, scopes: ['orders:list'], active: i % 3 !== 0 });
+        ownerless.push(key.id);
+        if (i % 4 === 0) clock.advance(1); // some keys share a creation millisecond
+      }
+      // The owner named "null" is an owner like any other.
+      const { key: named } = await keys.create({ name: 'owner null', scopes: ['orders:list'], ownerId: 'null' });
+      // What the store holds, read without an owner filter: the expected answers.
+      const everything = await listAll(keys, { limit: 1000 });
+      const expected = everything.filter((k) => k.ownerId === null);
+      assert.ok(ownerless.every((id) => idsOf(expected).includes(id)));
+
+      const listed = await listAll(keys, { ownerId: null, limit: 5 });
+      assert.deepStrictEqual(idsOf(listed), idsOf(expected), 'list({ ownerId: null }) gives exactly the keys without an owner, in order');
+      for (const active of [true, false]) {
+        assert.deepStrictEqual(
+          idsOf(await listAll(keys, { ownerId: null, active, limit: 3 })),
+          idsOf(expected.filter((k) => k.active === active)),
+          `list({ ownerId: null, active: ${active} })`,
+        );
+      }
+      for (const ownerId of tenants) {
+        const own = await listAll(keys, { ownerId, limit: 5 });
+        assert.equal(own.length, 12);
+        assert.ok(own.every((k) => k.ownerId === ownerId));
+      }
+      assert.deepStrictEqual(idsOf(await listAll(keys, { ownerId: 'null' })), [named.id]);
+      // The store itself, asked directly, keeps to the filter too.
+      const direct = await store.list({ ownerId: null, limit: 1000 });
+      assert.deepStrictEqual(idsOf(direct), idsOf(expected).slice(0, 1000));
+      const third = expected[2] as ApiKey;
+      assert.deepStrictEqual(
+        idsOf(await store.list({ ownerId: null, active: true, after: third, limit: 4 })),
+        idsOf(expected.slice(3).filter((k) => k.active)).slice(0, 4),
+      );
     });
 
     check('updates with compare-and-set on version', async () => {
