@@ -365,6 +365,14 @@ describe('list', () => {
     }
   });
 
+  it('asks a store that keeps to the filters once per page', async () => {
+    const { keys, store } = setup();
+    for (let i = 0; i < 7; i++) await keys.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: i % 2 ? 'shop-a' : null });
+    const { ids } = await everyPage(keys, { ownerId: null, limit: 2 });
+    expect(ids).toHaveLength(4);
+    expect(store.calls.list).toBe(2);
+  });
+
   it('ends, and leaks nothing, over a store that ignores the position too', async () => {
     class IgnoresEverything extends DelegatingStore {
       override list(query: StoreListQuery): Promise<KeyRecord[]> {
