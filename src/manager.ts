@@ -188,13 +188,39 @@ async function getKey(parts: ManagerParts, id: string): Promise<ApiKey | null> {
 async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListResult> {
   assertOpen(parts);
   const limit = checkWholeNumber('limit', query.limit ?? 100, { max: LIST_MAX });
-  const after = decodeCursor(query.cursor);
-  const ownerId = query.ownerId === undefined ? undefined : (checkOwner(query.ownerId) ?? undefined);
+  let after = decodeCursor(query.cursor);
+  // `null` is a filter of its own, the keys without an owner; only an absent ownerId means every owner.
+  const ownerId = query.ownerId === undefined ? undefined : checkOwner(query.ownerId);
   const active = query.active === undefined ? undefined : checkBoolean('active', query.active);
-  const records = await parts.deadlines.run('list', () => parts.store.list({ ownerId, active, after, limit: limit + 1 }));
-  const page = records.slice(0, limit);
+  // A filter never widens, whatever the store does with it: a store written before `ownerId: null`
+  // meant "no owner" may read it as "any owner". What does not match is dropped and read past, so
+  // a page and its cursor only ever carry keys that match. A store that keeps to the filters (every
+  // built-in one) is asked once, as before.
+  const found: KeyRecord[] = [];
+  let seen: Set<string> | null = null;
+  for (;;) {
+    // Every read asks for a whole page and one more, so reading past dropped records takes few reads.
+    const wanted = limit + 1;
+    const position = after;
+    const records = await parts.deadlines.run('list', () => parts.store.list({ ownerId, active, after: position, limit: wanted }));
+    let fresh = 0;
+    for (const record of records) {
+      // After a dropped record the store is asked again; one that ignores the position too must not loop.
+      if (seen !== null) {
+        if (seen.has(record.id)) continue;
+        seen.add(record.id);
+      }
+      fresh++;
+      if ((ownerId === undefined || record.ownerId === ownerId) && (active === undefined || record.active === active)) found.push(record);
+    }
+    const last = records[records.length - 1];
+    if (found.length > limit || records.length < wanted || fresh === 0 || last === undefined) break;
+    seen ??= new Set(records.map((r) => r.id));
+    after = { createdAt: last.createdAt, id: last.id };
+  }
+  const page = found.slice(0, limit);
   const last = page[page.length - 1];
-  return { keys: page.map(toApiKey), nextCursor: records.length > limit && last ? encodeCursor(last) : null };
+  return { keys: page.map(toApiKey), nextCursor: found.length > limit && last ? encodeCursor(last) : null };
 }
 
 async function close(parts: ManagerParts): Promise<void> {

@@ -34,7 +34,14 @@ export interface ListPosition {
 }
 
 export interface StoreListQuery {
-  ownerId?: string | undefined;
+  /**
+   * A string: only that owner's records. `null`: only the records without an owner, never "any
+   * owner" (in SQL `owner_id IS NULL`, which `owner_id = NULL` is not). Absent: every owner. The
+   * manager drops what does not match and reads on, so a store that ignores the filter leaks
+   * nothing, but pays for it with more and longer reads.
+   */
+  ownerId?: string | null | undefined;
+  /** Only active (`true`) or inactive (`false`) records; absent: both. */
   active?: boolean | undefined;
   /** Return records strictly after this position in (createdAt, id) order. */
   after?: ListPosition | null | undefined;

@@ -76,8 +76,12 @@ export interface UpdateOptions {
 }
 
 export interface ListOptions {
-  /** Only keys of this owner. */
-  ownerId?: string | undefined;
+  /**
+   * A string: only the keys of this owner. `null`: only the keys without an owner (created with
+   * `ownerId: null` or none), never those of every owner. Leave it out for the keys of every owner.
+   * @default undefined (every owner)
+   */
+  ownerId?: string | null | undefined;
   /** Only active (`true`) or inactive (`false`) keys. */
   active?: boolean | undefined;
   /** Page size, 1..1000. @default 100 */

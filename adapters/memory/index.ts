@@ -87,6 +87,7 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
     }
     for (let i = start; i < this.ordered.length && out.length < query.limit; i++) {
       const r = this.ordered[i] as KeyRecord;
+      // `ownerId: null` keeps the records without an owner; only an absent one keeps every owner.
       if (query.ownerId !== undefined && r.ownerId !== query.ownerId) continue;
       if (query.active !== undefined && r.active !== query.active) continue;
       out.push(r);

@@ -122,9 +122,10 @@ return #KEYS
 
 /**
  * One page of an index. KEYS: the sorted set. ARGV: record key prefix, start ('-' or '(<member>'),
- * how many members to read, active filter ('' | '1' | '0').
+ * how many members to read, active filter ('' | '1' | '0'), owner filter ('' = any | '-' = only
+ * records without an owner, i.e. without an `ok` field).
  * Returns [exhausted 1|0, last member read, json1, lastUsed1, json2, lastUsed2, …]: the members
- * read that pass the filter. At most `count` records are read per call, so a filter that matches
+ * read that pass the filters. At most `count` records are read per call, so a filter that matches
  * few keys never holds Redis for long; the caller asks again from the last member.
  */
 export const LIST = new LuaScript(`
@@ -132,8 +133,8 @@ local count = tonumber(ARGV[3])
 local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, count)
 local out = { (#members < count) and 1 or 0, members[#members] or '' }
 for _, m in ipairs(members) do
-  local rec = redis.call('HMGET', ARGV[1] .. string.sub(m, 17), 'r', 'u', 'a')
-  if rec[1] and (ARGV[4] == '' or rec[3] == ARGV[4]) then
+  local rec = redis.call('HMGET', ARGV[1] .. string.sub(m, 17), 'r', 'u', 'a', 'ok')
+  if rec[1] and (ARGV[4] == '' or rec[3] == ARGV[4]) and (ARGV[5] ~= '-' or not rec[4]) then
     out[#out + 1] = rec[1]
     out[#out + 1] = rec[2]
   end

@@ -148,14 +148,20 @@ export class RedisStore implements KeyStore {
   }
 
   async list(query: StoreListQuery): Promise<KeyRecord[]> {
-    const index = query.ownerId === undefined ? this.allKey : this.ownerKey(query.ownerId);
+    // Keys without an owner have no index of their own: they are read from the index of all keys,
+    // passing those whose hash has no owner field. That holds for every record ever written, so no
+    // index needs building first; the cost is reading past the keys that have an owner.
+    const ownerless = query.ownerId === null;
+    const index = query.ownerId === undefined || query.ownerId === null ? this.allKey : this.ownerKey(query.ownerId);
     const filter = query.active === undefined ? '' : query.active ? '1' : '0';
+    const filtered = filter !== '' || ownerless;
     let start = query.after ? `(${memberOf(query.after.createdAt, query.after.id)}` : '-';
     const out: KeyRecord[] = [];
     while (out.length < query.limit) {
       const wanted = query.limit - out.length;
-      const count = Math.min(LIST_BATCH_MAX, filter === '' ? wanted : Math.max(wanted, LIST_BATCH_FILTERED));
-      const reply = (await LIST.run(this.send, 'list', [index], [`${this.prefix}k:`, start, String(count), filter])) as unknown[];
+      const count = Math.min(LIST_BATCH_MAX, filtered ? Math.max(wanted, LIST_BATCH_FILTERED) : wanted);
+      const args = [`${this.prefix}k:`, start, String(count), filter, ownerless ? '-' : ''];
+      const reply = (await LIST.run(this.send, 'list', [index], args)) as unknown[];
       for (let i = 2; i < reply.length; i += 2) out.push(decode(reply[i], reply[i + 1]));
       if (reply[0] === 1 || typeof reply[1] !== 'string' || reply[1] === '') break;
       start = `(${reply[1]}`;

@@ -37,6 +37,13 @@ export interface Dialect {
   readonly inlineIndexes: boolean;
   /** Whether an index may carry a WHERE clause (previous_digest is mostly NULL). */
   readonly partialIndexes: boolean;
+  /**
+   * Whether the keys without an owner need an index of their own, `(created_at, id) WHERE owner_id
+   * IS NULL`, to be read in order. PostgreSQL reads `owner_id IS NULL` from the (owner_id,
+   * created_at, id) index unordered and sorts every match after the cursor; MySQL, MariaDB and
+   * SQLite read it in order like an equality.
+   */
+  readonly ownerlessIndex: boolean;
   /** Appended to CREATE TABLE (...). */
   readonly tableOptions: string;
   /** Statements run by migrate() before the schema, e.g. a lock against concurrent migrations. */
@@ -99,6 +106,7 @@ export const postgresDialect: Dialect = {
   },
   inlineIndexes: false,
   partialIndexes: true,
+  ownerlessIndex: true,
   tableOptions: '',
   // migrate() sends its statements as one script, which PostgreSQL runs as one transaction: the
   // advisory lock makes concurrent migrations wait for each other instead of failing.
@@ -131,6 +139,7 @@ export const mysqlDialect: Dialect = {
   },
   inlineIndexes: true,
   partialIndexes: false,
+  ownerlessIndex: false,
   tableOptions: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin',
   migrationPrelude: () => [],
   // Row-value comparisons are not range-optimised by every MySQL/MariaDB version; this form is.
@@ -162,6 +171,7 @@ export const sqliteDialect: Dialect = {
   },
   inlineIndexes: false,
   partialIndexes: true,
+  ownerlessIndex: false,
   tableOptions: '',
   migrationPrelude: () => [],
   after: (bind, createdAt, id) => `(created_at, id) > (${bind(createdAt)}, ${bind(id)})`,

@@ -91,6 +91,14 @@ export function schemaStatements(dialect: Dialect, tableName: string = DEFAULT_T
     { unique: false, name: indexName(dialect, table, 'owner_created'), columns: 'owner_id, created_at, id', where: '' },
     { unique: false, name: indexName(dialect, table, 'created'), columns: 'created_at, id', where: '' },
   ];
+  if (dialect.ownerlessIndex) {
+    indexes.push({
+      unique: false,
+      name: indexName(dialect, table, 'ownerless'),
+      columns: 'created_at, id',
+      where: ' WHERE owner_id IS NULL',
+    });
+  }
   if (dialect.inlineIndexes) {
     for (const i of indexes) columns.push(`${i.unique ? 'UNIQUE KEY' : 'KEY'} ${i.name} (${i.columns})`);
     return [`CREATE TABLE IF NOT EXISTS ${q} (\n  ${columns.join(',\n  ')}\n)${dialect.tableOptions}`];
@@ -260,7 +268,10 @@ export class SqlStore implements KeyStore {
     const d = this.dialect;
     const { text, values } = statement(d, (bind) => {
       const where: string[] = [];
-      if (query.ownerId !== undefined) where.push(`owner_id = ${bind(query.ownerId)}`);
+      // The keys without an owner: `= NULL` would match none. Read in order from the (owner_id,
+      // created_at, id) index, or on PostgreSQL from an index of their own (see Dialect.ownerlessIndex).
+      if (query.ownerId === null) where.push('owner_id IS NULL');
+      else if (query.ownerId !== undefined) where.push(`owner_id = ${bind(query.ownerId)}`);
       if (query.active !== undefined) where.push(`active = ${bind(d.encodeBoolean(query.active))}`);
       if (query.after) where.push(d.after(bind, query.after.createdAt.getTime(), query.after.id));
       return [

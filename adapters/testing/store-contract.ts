@@ -5,7 +5,7 @@ import { ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
 import type { KeyStore } from '../../src/store.js';
 import { syncLookupOf } from '../../src/sync-lookup.js';
-import type { ApiKey } from '../../src/types.js';
+import type { ApiKey, CreateKeyInput, ListOptions, ListResult } from '../../src/types.js';
 import { sampleRecord } from './records.js';
 import { hooksOf, type TestRunner } from './runner.js';
 
@@ -68,6 +68,46 @@ async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise
 function assertAbsent(text: string, secret: string, where: string): void {
   assert.ok(!text.includes(secret), `a token or digest occurs in ${where}`);
 }
+
+/** Asserts that `promise` rejects with a ValidationError naming `field` (compared by code, as above). */
+async function rejectsOnField(promise: Promise<unknown>, field: string, what: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof Error, `${what}: expected a ValidationError on ${field}, got ${String(error)}`);
+    const { code, field: named } = error as { code?: unknown; field?: unknown };
+    assert.equal(code, 'VALIDATION_FAILED', `${what}: expected VALIDATION_FAILED on ${field}: ${error.message}`);
+    assert.equal(named, field, `${what}: ${error.message}`);
+    return true;
+  });
+}
+
+/** `store` with every call counted, for the checks that an input is refused before the store is asked. */
+function countingCalls(store: KeyStore): { store: KeyStore; calls: () => number } {
+  let n = 0;
+  const counted: KeyStore = {
+    insert: (record) => (n++, store.insert(record)),
+    findById: (id) => (n++, store.findById(id)),
+    findByDigest: (digest) => (n++, store.findByDigest(digest)),
+    list: (query) => (n++, store.list(query)),
+    update: (next, expectedVersion) => (n++, store.update(next, expectedVersion)),
+    delete: (id) => (n++, store.delete(id)),
+    touch: (entries) => (n++, store.touch(entries)),
+  };
+  return { store: counted, calls: () => n };
+}
+
+/** Every key `list` gives for these options, page after page. */
+async function listAll(keys: KeyManager, options: ListOptions): Promise<ApiKey[]> {
+  const out: ApiKey[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: ListResult = await keys.list({ ...options, cursor });
+    out.push(...page.keys);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return out;
+}
+
+const idsOf = (keys: readonly { id: string }[]): string[] => keys.map((k) => k.id);
 
 /**
  * Registers the store contract suite with your test runner: the checks every built-in store passes
@@ -201,6 +241,116 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       assert.ok(inactive.keys.every((k) => !k.active));
       assert.equal((await keys.list({ ownerId: owner, active: true })).keys.length, 20);
       assert.deepStrictEqual((await keys.list({ ownerId: `${owner}-none` })).keys, []);
+    });
+
+    check('lists only the keys without an owner for ownerId: null, page by page and with the active filter', async () => {
+      const keys = manager();
+      const tag = Math.random().toString(36).slice(2);
+      const tenants = [`tenant-a-${tag}`, `tenant-b-${tag}`];
+      const ownerless: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        for (const ownerId of tenants)
+          await keys.create({ name: `${ownerId} ${i}`, scopes: ['orders:list'], ownerId, active: i % 2 === 0 });
+        const { key } = await keys.create({ name: `no owner ${i}`, scopes: ['orders:list'], active: i % 3 !== 0 });
+        ownerless.push(key.id);
+        if (i % 4 === 0) clock.advance(1); // some keys share a creation millisecond
+      }
+      // The owner named "null" is an owner like any other.
+      const { key: named } = await keys.create({ name: 'owner null', scopes: ['orders:list'], ownerId: 'null' });
+      // What the store holds, read without an owner filter: the expected answers.
+      const everything = await listAll(keys, { limit: 1000 });
+      const expected = everything.filter((k) => k.ownerId === null);
+      assert.ok(ownerless.every((id) => idsOf(expected).includes(id)));
+
+      const listed = await listAll(keys, { ownerId: null, limit: 5 });
+      assert.deepStrictEqual(idsOf(listed), idsOf(expected), 'list({ ownerId: null }) gives exactly the keys without an owner, in order');
+      for (const active of [true, false]) {
+        assert.deepStrictEqual(
+          idsOf(await listAll(keys, { ownerId: null, active, limit: 3 })),
+          idsOf(expected.filter((k) => k.active === active)),
+          `list({ ownerId: null, active: ${active} })`,
+        );
+      }
+      for (const ownerId of tenants) {
+        const own = await listAll(keys, { ownerId, limit: 5 });
+        assert.equal(own.length, 12);
+        assert.ok(own.every((k) => k.ownerId === ownerId));
+      }
+      assert.deepStrictEqual(idsOf(await listAll(keys, { ownerId: 'null' })), [named.id]);
+      // The store itself, asked directly, keeps to the filter too.
+      const direct = await store.list({ ownerId: null, limit: 1000 });
+      assert.deepStrictEqual(idsOf(direct), idsOf(expected).slice(0, 1000));
+      const third = expected[2] as ApiKey;
+      assert.deepStrictEqual(
+        idsOf(await store.list({ ownerId: null, active: true, after: third, limit: 4 })),
+        idsOf(expected.slice(3).filter((k) => k.active)).slice(0, 4),
+      );
+    });
+
+    check('refuses ids and cursors no key can have with a ValidationError, before asking the store', async () => {
+      const counted = countingCalls(store);
+      const keys = manager({ store: counted.store });
+      const badIds = ['abc\u0000def', 'line\nbreak', 'tab\tid', 'bell\u0007', 'del\u007f', 'half\uD800', '\uDC00tail', 'x'.repeat(129), ''];
+      for (const id of badIds) {
+        const what = `id ${JSON.stringify(id).slice(0, 20)}`;
+        await rejectsOnField(keys.get(id), 'id', `get(${what})`);
+        await rejectsOnField(keys.update(id, { name: 'x' }), 'id', `update(${what})`);
+        await rejectsOnField(keys.activate(id), 'id', `activate(${what})`);
+        await rejectsOnField(keys.deactivate(id), 'id', `deactivate(${what})`);
+        await rejectsOnField(keys.delete(id), 'id', `delete(${what})`);
+        await rejectsOnField(keys.rotate(id), 'id', `rotate(${what})`);
+      }
+      const at = clock.now();
+      const cursorOf = (text: string): string => Buffer.from(text).toString('base64url');
+      const badCursors = [
+        cursorOf(`${at}:abc\u0000def`),
+        cursorOf(`${at}:line\nbreak`),
+        cursorOf(`${at}:del\u007f`),
+        cursorOf(`${at}:${'x'.repeat(129)}`),
+        `${cursorOf(`${at}:abc`)}\u0000`,
+        `${cursorOf(`${at}:abc`)}\uD800`,
+        `${cursorOf(`${at}:abc`)}!`,
+      ];
+      for (const cursor of badCursors) {
+        await rejectsOnField(keys.list({ cursor }), 'cursor', `list({ cursor: ${JSON.stringify(cursor)} })`);
+        await rejectsOnField(keys.list({ cursor, ownerId: 'x' }), 'cursor', `list({ cursor: ${JSON.stringify(cursor)}, ownerId })`);
+      }
+      assert.equal(counted.calls(), 0, 'the store was asked');
+      // Ids of any other text are looked up as usual: no key has them.
+      for (const id of ['does-not-exist', 'Zürich ☕ 𝄞', 'c1\u0085control', "'); DROP TABLE keys;--"]) {
+        assert.equal(await keys.get(id), null);
+        assert.equal(await keys.delete(id), false);
+      }
+      assert.deepStrictEqual((await keys.list({ cursor: cursorOf(`${at}:Zürich ☕ 𝄞`), ownerId: 'no-such-owner' })).keys, []);
+    });
+
+    check('refuses lone surrogates in name, ownerId and metadata, and writes nothing', async () => {
+      const counted = countingCalls(store);
+      const keys = manager({ store: counted.store });
+      const owner = `whole-${Math.random().toString(36).slice(2)}`;
+      const refused: Array<[CreateKeyInput, string]> = [
+        [{ name: 'half \uD800', scopes: ['all'], ownerId: owner }, 'name'],
+        [{ name: '\uDFFF', scopes: ['all'], ownerId: owner }, 'name'],
+        [{ name: 'ok', scopes: ['all'], ownerId: `${owner}\uD800` }, 'ownerId'],
+        [{ name: 'ok', scopes: ['all'], ownerId: `${owner}\uDBFF` }, 'ownerId'],
+        [{ name: 'ok', scopes: ['all'], ownerId: owner, metadata: { note: 'x\uDBFF' } }, 'metadata'],
+        [{ name: 'ok', scopes: ['all'], ownerId: owner, metadata: { 'k\uDC00': 1 } }, 'metadata'],
+        [{ name: 'ok', scopes: ['all'], ownerId: owner, metadata: { deep: [1, { list: ['fine', '\uD83D'] }] } }, 'metadata'],
+      ];
+      for (const [input, field] of refused) await rejectsOnField(keys.create(input), field, `create(${JSON.stringify(input)})`);
+      await rejectsOnField(keys.list({ ownerId: `${owner}\uD800` }), 'ownerId', 'list with a lone surrogate in ownerId');
+      assert.equal(counted.calls(), 0, 'the store was asked');
+      // Nothing was written: not under the owner, nor under the text a store would have made of it.
+      assert.deepStrictEqual(await store.list({ ownerId: owner, limit: 10 }), []);
+      assert.deepStrictEqual(await store.list({ ownerId: `${owner}\uFFFD`, limit: 10 }), []);
+
+      const { key } = await keys.create({ name: 'whole 𝄞', scopes: ['all'], ownerId: owner, metadata: { clef: '𝄞' } });
+      const before = counted.calls();
+      await rejectsOnField(keys.update(key.id, { name: 'half \uD800' }), 'name', 'update of name');
+      await rejectsOnField(keys.update(key.id, { metadata: { '\uDC00': 'x' } }), 'metadata', 'update of metadata');
+      assert.equal(counted.calls(), before, 'the store was asked');
+      assert.deepStrictEqual(await keys.get(key.id), key);
+      assert.deepStrictEqual(idsOf((await keys.list({ ownerId: owner })).keys), [key.id]);
     });
 
     check('updates with compare-and-set on version', async () => {

@@ -9,7 +9,12 @@ import {
   StoreUnavailableError,
   ValidationError,
   type KeyEvent,
+  type KeyManager,
   type KeyManagerOptions,
+  type KeyRecord,
+  type ListOptions,
+  type ListResult,
+  type StoreListQuery,
 } from '../../src/index.js';
 import { brokenStore, countingStore, DelegatingStore } from '../support/counting-store.js';
 
@@ -305,6 +310,85 @@ describe('list', () => {
     await expect(keys.list({ cursor: 'not-a-cursor' })).rejects.toMatchObject({ field: 'cursor' });
     await expect(keys.list({ limit: 0 })).rejects.toMatchObject({ field: 'limit' });
     await expect(keys.list({ limit: 1001 })).rejects.toMatchObject({ field: 'limit' });
+  });
+
+  /** Every key of every page, and the ids each cursor points at. */
+  async function everyPage(keys: KeyManager, options: ListOptions): Promise<{ ids: string[]; cursorIds: string[] }> {
+    const ids: string[] = [];
+    const cursorIds: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: ListResult = await keys.list({ ...options, cursor });
+      ids.push(...page.keys.map((k) => k.id));
+      cursor = page.nextCursor;
+      if (cursor !== null) cursorIds.push(Buffer.from(cursor, 'base64url').toString().replace(/^\d+:/, ''));
+    } while (cursor !== null);
+    return { ids, cursorIds };
+  }
+
+  it('never widens an owner filter, even over a store that ignores it', async () => {
+    // A store written before `ownerId: null` meant "no owner": it reads a falsy owner as "any owner".
+    class OldStore extends DelegatingStore {
+      override list(query: StoreListQuery): Promise<KeyRecord[]> {
+        return this.inner.list({ ...query, ownerId: query.ownerId || undefined });
+      }
+    }
+    // A store that ignores the owner and active filters altogether.
+    class IgnoresFilters extends DelegatingStore {
+      override list(query: StoreListQuery): Promise<KeyRecord[]> {
+        return this.inner.list({ after: query.after, limit: query.limit });
+      }
+    }
+    const inner = memoryStore();
+    let t = Date.UTC(2030, 5, 1);
+    const writer = createKeyManager({ store: inner, now: () => t });
+    const owners = ['shop-a', 'shop-b', null];
+    for (let i = 0; i < 30; i++) {
+      await writer.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: owners[i % 3] ?? null, active: i % 4 !== 1 });
+      if (i % 5 === 0) t += 1;
+    }
+    const all = (await writer.list({ limit: 1000 })).keys;
+    for (const store of [new OldStore(inner), new IgnoresFilters(inner)]) {
+      const keys = createKeyManager({ store });
+      for (const ownerId of ['shop-a', null]) {
+        for (const active of [undefined, true, false]) {
+          const expected = all.filter((k) => k.ownerId === ownerId && (active === undefined || k.active === active)).map((k) => k.id);
+          for (const limit of [1, 2, 3, 100]) {
+            const { ids, cursorIds } = await everyPage(keys, { ownerId, active, limit });
+            expect(ids, `${store.constructor.name} ${ownerId} ${active} ${limit}`).toEqual(expected);
+            // A cursor names a key of the page it ends, never one of another owner.
+            for (const id of cursorIds) expect(expected).toContain(id);
+          }
+        }
+      }
+      await keys.close();
+    }
+  });
+
+  it('asks a store that keeps to the filters once per page', async () => {
+    const { keys, store } = setup();
+    for (let i = 0; i < 7; i++) await keys.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: i % 2 ? 'shop-a' : null });
+    const { ids } = await everyPage(keys, { ownerId: null, limit: 2 });
+    expect(ids).toHaveLength(4);
+    expect(store.calls.list).toBe(2);
+  });
+
+  it('ends, and leaks nothing, over a store that ignores the position too', async () => {
+    class IgnoresEverything extends DelegatingStore {
+      override list(query: StoreListQuery): Promise<KeyRecord[]> {
+        return this.inner.list({ limit: query.limit });
+      }
+    }
+    const store = new IgnoresEverything();
+    const keys = createKeyManager({ store });
+    for (let i = 0; i < 20; i++) await keys.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: i % 2 ? 'shop-a' : null });
+    const page = await keys.list({ ownerId: null, limit: 3 });
+    expect(page.keys.length).toBeGreaterThan(0);
+    expect(page.keys.every((k) => k.ownerId === null)).toBe(true);
+    const { ids } = await everyPage(keys, { ownerId: 'shop-a', limit: 4 });
+    expect(ids.length).toBeGreaterThan(0);
+    for (const id of ids) expect((await keys.get(id))?.ownerId).toBe('shop-a');
+    await keys.close();
   });
 });
 

@@ -3,10 +3,11 @@ import mysql from 'mysql2/promise';
 import mysqlCallback from 'mysql2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mysqlSchema, mysqlStore, type MysqlPool } from '../../adapters/mysql/index.js';
+import type { SqlValue } from '../../adapters/sql/index.js';
 import { createKeyManager, ValidationError, type KeyRecord } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
-import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
+import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 const url = serviceUrl('mysql');
 
@@ -35,11 +36,17 @@ describe.skipIf(!url)('MySQL', () => {
     return {
       open(table) {
         let count = 0;
+        let last: SentStatement = { text: '', values: [] };
         const counting: MysqlPool = {
-          execute: (sql, values) => (count++, pool.execute(sql, values)),
+          execute: (sql, values) => (count++, (last = { text: sql, values }), pool.execute(sql, values)),
           query: (sql) => (count++, pool.query(sql)),
         };
-        return { store: mysqlStore(counting, { table }), statements: () => count };
+        return { store: mysqlStore(counting, { table }), statements: () => count, last: () => last };
+      },
+      explain: async (table, { text, values }) => {
+        await pool.query(`ANALYZE TABLE \`${table}\``);
+        const [rows] = await pool.execute(`EXPLAIN ${text}`, [...values] as SqlValue[]);
+        return JSON.stringify(rows);
       },
       runScript: async (script) => void (await pool.query(script)),
       schema: (table) => mysqlSchema({ table }),

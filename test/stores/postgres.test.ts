@@ -5,7 +5,7 @@ import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQuery
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
-import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
+import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 const url = serviceUrl('postgres');
 
@@ -43,8 +43,16 @@ describe.skipIf(!url)('PostgreSQL', () => {
     return {
       open(table) {
         let count = 0;
-        const counting: PostgresQueryable = { query: (config) => (count++, pool.query(config)) };
-        return { store: postgresStore(counting, { table }), statements: () => count };
+        let last: SentStatement = { text: '', values: [] };
+        const counting: PostgresQueryable = {
+          query: (config) => (count++, (last = { text: config.text, values: config.values ?? [] }), pool.query(config)),
+        };
+        return { store: postgresStore(counting, { table }), statements: () => count, last: () => last };
+      },
+      explain: async (table, { text, values }) => {
+        await pool.query(`ANALYZE "${table}"`);
+        const { rows } = await pool.query(`EXPLAIN ${text}`, [...values]);
+        return rows.map((row: { 'QUERY PLAN': string }) => row['QUERY PLAN']).join('\n');
       },
       runScript: async (script) => void (await pool.query(script)),
       schema: (table) => postgresSchema({ table }),
@@ -76,6 +84,7 @@ describe.skipIf(!url)('PostgreSQL', () => {
           'api_keys__created',
           'api_keys__digest',
           'api_keys__owner_created',
+          'api_keys__ownerless',
           'api_keys__prev_digest',
           'api_keys_pkey',
         ]);
@@ -86,13 +95,47 @@ describe.skipIf(!url)('PostgreSQL', () => {
       }
     });
 
+    it('lists the keys without an owner in a table made before their index, and migrate() adds it', async () => {
+      const table = randomTable();
+      // The schema of the previous release: the same, without the index of keys without an owner.
+      const earlier = postgresSchema({ table })
+        .split(';')
+        .filter((statement) => statement.trim() !== '' && !statement.includes('__ownerless'));
+      expect(earlier).toHaveLength(
+        postgresSchema({ table })
+          .split(';')
+          .filter((statement) => statement.trim() !== '').length - 1,
+      );
+      try {
+        for (const statement of earlier) await pool.query(statement);
+        const store = postgresStore(pool, { table });
+        const keys = createKeyManager({ store });
+        const ownerless: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          const { key } = await keys.create({ name: `k${i}`, scopes: ['all'], ownerId: i % 2 ? 'shop' : null });
+          if (key.ownerId === null) ownerless.push(key.id);
+        }
+        const listed = async () => (await keys.list({ ownerId: null })).keys.map((k) => k.id).sort();
+        expect(await listed()).toEqual([...ownerless].sort());
+        await store.migrate();
+        const indexes = await pool.query('SELECT indexdef FROM pg_indexes WHERE tablename = $1', [table]);
+        expect(indexes.rows.map((r: { indexdef: string }) => r.indexdef)).toContainEqual(
+          expect.stringMatching(/__ownerless.*WHERE \(owner_id IS NULL\)/),
+        );
+        expect(await listed()).toEqual([...ownerless].sort());
+        await keys.close();
+      } finally {
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+      }
+    });
+
     it('gives every index its own name when the table name is long', async () => {
       const table = `kg_long_${'x'.repeat(49)}_${Math.random().toString(36).slice(2, 7)}`;
       const store = postgresStore(pool, { table });
       try {
         await store.migrate();
         const indexes = await pool.query('SELECT indexname FROM pg_indexes WHERE tablename = $1', [table]);
-        expect(new Set(indexes.rows.map((r: { indexname: string }) => r.indexname)).size).toBe(5);
+        expect(new Set(indexes.rows.map((r: { indexname: string }) => r.indexname)).size).toBe(6);
       } finally {
         await pool.query(`DROP TABLE IF EXISTS "${table}"`);
       }

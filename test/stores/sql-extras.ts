@@ -7,14 +7,22 @@ import { sampleRecord } from '../../adapters/testing/records.js';
 
 /** How a SQL store's test file gives the shared checks access to its database. */
 export interface SqlHarness {
-  /** A store on `table` whose client counts the statements it is sent. */
-  open(table: string): { store: SqlStore; statements: () => number };
+  /** A store on `table` whose client counts the statements it is sent and keeps the last one. */
+  open(table: string): { store: SqlStore; statements: () => number; last: () => SentStatement };
+  /** The server's plan for a statement on `table`, as text, after the table's statistics are updated. */
+  explain(table: string, statement: SentStatement): Promise<string>;
   /** Runs a script of several statements separated by `;` (the exported schema). */
   runScript(script: string): Promise<void>;
   /** The exported schema text for `table`. */
   schema(table: string): string;
   drop(table: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A statement as a store sent it to its driver. */
+export interface SentStatement {
+  text: string;
+  values: readonly unknown[];
 }
 
 /** A random table name for one test, so parallel runs never collide. */
@@ -179,6 +187,31 @@ export function describeSqlStore(name: string, makeHarness: () => Promise<SqlHar
       await store.insert(record('r2'));
       await expect(store.update({ ...record('r2'), digest: 'digest-r1', version: 2 }, 1)).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
       expect((await store.findById('r2'))?.digest).toBe('digest-r2');
+    });
+
+    it('reads the keys without an owner in index order, never sorting them', async () => {
+      const t = table();
+      const { store, last } = harness.open(t);
+      await store.migrate();
+      const at = Date.UTC(2030, 0, 1);
+      // One key in a hundred without an owner, as in a table of tenants' keys: too many to sort for
+      // every page, too few to find by reading all keys in order.
+      const records = Array.from({ length: 10_000 }, (_, i) =>
+        record(`n${String(i).padStart(5, '0')}`, { ownerId: i % 100 === 0 ? null : `o${i % 30}`, createdAt: new Date(at + i) }),
+      );
+      for (let i = 0; i < records.length; i += 500) await Promise.all(records.slice(i, i + 500).map((r) => store.insert(r)));
+      const ownerless = records.filter((r) => r.ownerId === null).map((r) => r.id);
+      expect((await store.list({ ownerId: null, limit: 10 })).map((r) => r.id)).toEqual(ownerless.slice(0, 10));
+      const first = last();
+      const after = records[5000] as KeyRecord;
+      expect((await store.list({ ownerId: null, active: true, after, limit: 5 })).map((r) => r.id)).toEqual(ownerless.slice(51, 56));
+      const next = last();
+      for (const sent of [first, next]) {
+        expect(sent.text).toMatch(/owner_id IS NULL/);
+        const plan = await harness.explain(t, sent);
+        expect(plan).toMatch(/__(ownerless|owner_created)\b/);
+        expect(plan).not.toMatch(/sort|temp b-tree/i);
+      }
     });
 
     it('refuses a table name that is not a plain identifier', () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
-import { describeSqlStore, randomTable, rowsAsText } from './sql-extras.js';
+import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 type DatabaseClass = typeof BetterSqlite3;
 
@@ -83,6 +83,7 @@ for (const driver of DRIVERS) {
       return {
         open(table) {
           let count = 0;
+          let last: SentStatement = { text: '', values: [] };
           // The same database, with every statement execution counted.
           const counting: SqliteDatabase = {
             exec: (source) => db.exec(source),
@@ -90,12 +91,16 @@ for (const driver of DRIVERS) {
               const statement = db.prepare(source);
               return {
                 reader: statement.reader,
-                all: (...params) => (count++, statement.all(...params)),
-                run: (...params) => (count++, statement.run(...params)),
+                all: (...params) => (count++, (last = { text: source, values: params }), statement.all(...params)),
+                run: (...params) => (count++, (last = { text: source, values: params }), statement.run(...params)),
               };
             },
           };
-          return { store: sqliteStore(counting, { table }), statements: () => count };
+          return { store: sqliteStore(counting, { table }), statements: () => count, last: () => last };
+        },
+        explain: async (table, { text, values }) => {
+          db.exec(`ANALYZE "${table}"`);
+          return JSON.stringify(db.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...values));
         },
         runScript: async (script) => void db.exec(script),
         schema: (table) => sqliteSchema({ table }),
