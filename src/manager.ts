@@ -181,7 +181,8 @@ function rejected(parts: ManagerParts, code: VerifyFailureCode, keyId: string | 
 
 async function getKey(parts: ManagerParts, id: string): Promise<ApiKey | null> {
   assertOpen(parts);
-  const record = await parts.deadlines.run('findById', () => parts.store.findById(checkId(id)));
+  const checked = checkId(id);
+  const record = await parts.deadlines.run('findById', () => parts.store.findById(checked));
   return record ? toApiKey(record) : null;
 }
 
