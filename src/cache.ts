@@ -1,6 +1,7 @@
 // The bounded verify cache and the interface of cross-instance invalidation buses.
 
 import { LRUCache } from 'lru-cache';
+import { freezeLazyJson } from './fields.js';
 import { deepFreeze } from './freeze.js';
 import type { KeyRecord } from './store.js';
 import { checkWholeNumber } from './validate.js';
@@ -152,13 +153,14 @@ export class VerifyCache {
 }
 
 /**
- * One cached record serves many verifies: make what they hand out unchangeable. Metadata that a
- * store parses on first read (see `defineLazyJson`) stays unparsed here and is frozen when read,
- * so caching a record that verify then refuses costs no parse.
+ * One cached record serves many verifies: make what they hand out unchangeable, without parsing
+ * metadata a store parses on first read (`defineLazyJson`), so that caching a record whose token
+ * verify then refuses costs no parse. A store's own metadata getter is wrapped to the same end.
  */
 function freezeShared(record: KeyRecord): void {
   Object.freeze(record.scopes);
   Object.freeze(record.allowedIps);
+  if (freezeLazyJson(record, 'metadata')) return;
   const property = Object.getOwnPropertyDescriptor(record, 'metadata');
   const read = property?.get;
   if (read && property.configurable) {
