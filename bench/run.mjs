@@ -1,7 +1,7 @@
 // Runs keygate's benchmarks: `npm run bench` (full, under 15 min) or `npm run bench -- --quick` (smoke, under 2 min).
 // Installs bench/'s own dependencies and builds the library when missing, runs each case in its own process,
 // prints a Markdown table and writes bench/results/latest.json (latest-quick.json, latest[-quick]-partial.json for the others).
-// Options: --quick, --only=verify-memory,stores,peer,http,heap. KEYGATE_BENCH_DIST=<dir> measures another build than dist/.
+// Options: --quick, --only=verify-memory,stores,failure-timing,peer,http,heap. KEYGATE_BENCH_DIST=<dir> measures another build than dist/.
 
 import { execFileSync, fork } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ const only = args
 const CASES = [
   { name: 'verify-memory', title: 'Verify on MemoryStore against the limit', execArgv: ['--expose-gc'] },
   { name: 'stores', title: 'Verify on SQL and Redis stores, without and with the cache' },
+  { name: 'failure-timing', title: 'Refusing unknown, inactive and rotated-out tokens: the time a client could compare' },
   { name: 'peer', title: "better-auth's api-key plugin" },
   { name: 'http', title: 'HTTP guards' },
   { name: 'heap', title: 'Heap per key', execArgv: ['--expose-gc', '--max-old-space-size=4096'] },

@@ -1,5 +1,7 @@
 // The one list of a key's fields: how each is stored, and which ones the public ApiKey carries.
 
+import { StoreUnavailableError } from './errors.js';
+import { deepFreeze } from './freeze.js';
 import type { KeyRecord } from './store.js';
 import type { ApiKey } from './types.js';
 
@@ -116,4 +118,84 @@ export function toApiKey(r: KeyRecord): ApiKey {
     metadata: r.metadata,
     version: r.version,
   };
+}
+
+/** The state of a lazily parsed field, kept on its record under a symbol (not enumerable, so never copied). */
+interface LazyJson {
+  /** The text still to parse, or `null` once `value` holds the field. */
+  pending: string | null;
+  value: unknown;
+  /** Deep-freeze the value once parsed: the record is shared (the verify cache holds it). */
+  freeze: boolean;
+}
+
+/** One getter and setter per field, shared by every record: records keep one hidden class. */
+interface LazyAccessors {
+  readonly state: symbol;
+  readonly get: (this: object) => unknown;
+  readonly set: (this: object, next: unknown) => void;
+}
+
+const LAZY_ACCESSORS = new Map<FieldName, LazyAccessors>();
+
+function lazyAccessors(name: FieldName): LazyAccessors {
+  const known = LAZY_ACCESSORS.get(name);
+  if (known) return known;
+  const state = Symbol(`keygate.lazy.${name}`);
+  const stateOf = (record: object): LazyJson | undefined => (record as { [state]?: LazyJson })[state];
+  const accessors: LazyAccessors = {
+    state,
+    get(this: object) {
+      const s = stateOf(this);
+      if (s === undefined) return undefined;
+      if (s.pending !== null) {
+        try {
+          s.value = JSON.parse(s.pending);
+        } catch (error) {
+          const id = (this as { id?: unknown }).id;
+          throw new StoreUnavailableError('read', `the stored ${name} of key ${JSON.stringify(id)} is not valid JSON`, { cause: error });
+        }
+        s.pending = null;
+        if (s.freeze) deepFreeze(s.value);
+      }
+      return s.value;
+    },
+    set(this: object, next: unknown) {
+      const s = stateOf(this);
+      if (s === undefined) return;
+      s.pending = null;
+      s.value = s.freeze ? deepFreeze(next) : next;
+    },
+  };
+  LAZY_ACCESSORS.set(name, accessors);
+  return accessors;
+}
+
+/**
+ * Gives `record` the property `name` (a `json` field: metadata) parsed from `text` on its first
+ * read, then kept. Verify reads metadata only to return a key it accepts; parsed with the rest of
+ * the record, a large one would make refusing an existing key's token (deactivated, rotated out)
+ * measurably slower than refusing an unknown one. The property stays own, enumerable and
+ * writable, so spreads, `JSON.stringify` and `structuredClone` see the parsed value. Text that is
+ * not JSON throws `StoreUnavailableError` from the read that needs it, as a failed store call would.
+ */
+export function defineLazyJson(record: object, name: FieldName, text: string): void {
+  const { state, get, set } = lazyAccessors(name);
+  const lazy: LazyJson = { pending: text, value: undefined, freeze: false };
+  Object.defineProperty(record, state, { value: lazy, enumerable: false, writable: false, configurable: true });
+  Object.defineProperty(record, name, { get, set, enumerable: true, configurable: true });
+}
+
+/**
+ * Makes a field that `defineLazyJson` defined deep-frozen from now on, without parsing it; `false`
+ * when `record[name]` is not such a field. (Wrapping the getter instead would give each record a
+ * hidden class of its own, and the verify cache reads its records on every hit.)
+ */
+export function freezeLazyJson(record: object, name: FieldName): boolean {
+  const { state, get } = lazyAccessors(name);
+  const lazy = (record as { [state]?: LazyJson })[state];
+  if (lazy === undefined || Object.getOwnPropertyDescriptor(record, name)?.get !== get) return false;
+  lazy.freeze = true;
+  if (lazy.pending === null) deepFreeze(lazy.value);
+  return true;
 }

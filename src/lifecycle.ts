@@ -77,6 +77,7 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     previousDigestExpiresAt: null,
   };
   await parts.deadlines.run('insert', () => parts.store.insert(record));
+  parts.lookup.created(record.digest);
   parts.listeners.emit({ type: 'created', keyId: record.id, at: createdAt });
   return { key: toApiKey(record), token };
 }

@@ -46,6 +46,15 @@ export class CachedLookup {
     return record;
   }
 
+  /**
+   * A key with this digest was just stored: it must be found from now on, even if its token was
+   * looked up (and remembered as a miss) before. Only this instance can have looked it up: a
+   * token nobody could predict reaches other instances only once `create` has returned it.
+   */
+  created(digest: string): void {
+    this.cache?.created(digest);
+  }
+
   /** Drops the key from this instance's cache and tells the others. Never fails the write. */
   async changed(keyId: string): Promise<void> {
     this.cache?.invalidate(keyId);

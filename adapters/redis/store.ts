@@ -1,7 +1,7 @@
 // redisStore(): keys in Redis through the application's own ioredis or node-redis client.
 
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
-import { FIELD_LIST } from '../../src/fields.js';
+import { defineLazyJson, FIELD_LIST, type FieldName } from '../../src/fields.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
 import { commandSender, type RedisClientLike, refuseKeyPrefix, type SendCommand } from './client.js';
 import { DELETE, FIND_BY_DIGEST, INSERT, LIST, TOUCH, UPDATE } from './scripts.js';
@@ -63,12 +63,53 @@ function encode(r: KeyRecord): string {
   return JSON.stringify(stored);
 }
 
+/**
+ * How `decode` finds the metadata's JSON inside a record's: the text that opens it, the field it
+ * is, and the text of the key after it (`null` when it is last). `encode` writes the fields in
+ * table order; the split needs metadata to be the one `json` field and not the first.
+ */
+const METADATA_SPLIT = ((): { field: FieldName; open: string; close: string | null } | null => {
+  const stored = FIELD_LIST.filter(([, spec]) => !spec.touched);
+  const at = stored.findIndex(([, spec]) => spec.kind === 'json');
+  if (at <= 0 || stored.filter(([, spec]) => spec.kind === 'json').length !== 1) return null;
+  const next = stored[at + 1];
+  const field = (stored[at] as (typeof stored)[number])[0];
+  return { field, open: `,"${field}":`, close: next ? `,"${next[0]}":` : null };
+})();
+
+/**
+ * The record's JSON parsed without its metadata, and the metadata's JSON text apart, so that only
+ * a read of `metadata` parses it. In what `encode` writes, no field before metadata holds an
+ * object and no field after it holds the next key's text (a `"` inside a JSON string is always
+ * escaped), so the first `,"metadata":` and the last `,"version":` delimit it. `null` when the
+ * text does not split that way (a record in another field order): parse it whole.
+ */
+function splitMetadata(json: string): { rest: Record<string, unknown>; text: string } | null {
+  const split = METADATA_SPLIT;
+  if (split === null) return null;
+  const start = json.indexOf(split.open);
+  const end = split.close === null ? json.length - 1 : json.lastIndexOf(split.close);
+  if (start <= 0 || end <= start) return null;
+  const text = json.slice(start + split.open.length, end);
+  if (text[0] !== '{' || text[text.length - 1] !== '}') return null;
+  let rest: unknown;
+  try {
+    rest = JSON.parse(json.slice(0, start) + json.slice(end));
+  } catch {
+    return null;
+  }
+  if (rest === null || typeof rest !== 'object' || Object.hasOwn(rest, split.field)) return null;
+  return { rest: rest as Record<string, unknown>, text };
+}
+
 function decode(json: unknown, lastUsed: unknown): KeyRecord {
   if (typeof json !== 'string') throw new Error('Redis returned a key record that is not a string');
-  const stored = JSON.parse(json) as Record<string, unknown>;
+  const split = splitMetadata(json);
+  const stored = split ? split.rest : (JSON.parse(json) as Record<string, unknown>);
   const record: Record<string, unknown> = {};
   for (const [name, spec] of FIELD_LIST) {
     if (spec.touched) record[name] = typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null;
+    else if (split && name === METADATA_SPLIT?.field) defineLazyJson(record, name, split.text);
     else if (spec.kind === 'time') record[name] = stored[name] === null ? null : new Date(stored[name] as number);
     else record[name] = stored[name];
   }

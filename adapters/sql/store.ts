@@ -2,7 +2,7 @@
 
 import { createHash } from 'node:crypto';
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
-import { FIELD_LIST, type FieldSpec } from '../../src/fields.js';
+import { defineLazyJson, FIELD_LIST, type FieldSpec } from '../../src/fields.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
 import { isIdentifier, type Bind, type Dialect, type SqlValue } from './dialects.js';
 
@@ -345,7 +345,12 @@ export class SqlStore implements KeyStore {
 
   private decode(row: SqlRow): KeyRecord {
     const record: Record<string, unknown> = {};
-    for (const [name, spec] of FIELD_LIST) record[name] = decodeValue(this.dialect, spec, row[spec.column]);
+    for (const [name, spec] of FIELD_LIST) {
+      const value = row[spec.column];
+      // Metadata is parsed when read: verify refuses a token without reading it.
+      if (spec.kind === 'json' && value !== null && value !== undefined) defineLazyJson(record, name, this.dialect.decodeText(value));
+      else record[name] = decodeValue(this.dialect, spec, value);
+    }
     return record as unknown as KeyRecord;
   }
 }

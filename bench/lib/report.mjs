@@ -3,7 +3,7 @@
 import { summarize, pairedRatio } from './harness.mjs';
 
 /** A row of per-operation times (ns per op, one per round), optionally paired with a reference. */
-export function timeRow({ id, label, samples, against, ratioLabel, target, also }) {
+export function timeRow({ id, label, samples, against, ratioLabel, target, also, difference }) {
   const value = summarize(samples.map((ns) => ns / 1000));
   const row = { id, label, unit: 'µs/op', value };
   if (against) {
@@ -11,6 +11,8 @@ export function timeRow({ id, label, samples, against, ratioLabel, target, also 
     const ratio = pairedRatio(samples, against);
     row.ratio = { label: ratioLabel, ...ratio };
     if (target) row.target = { text: target.text, met: target.check(ratio.median) };
+    // With `difference`, also the per-round difference in µs: what a timing attacker would look for.
+    if (difference) row.difference = summarize(samples.map((ns, i) => (ns - against[i]) / 1000));
   }
   // A second reference, printed next to the first (e.g. the awaited limit next to the limit).
   if (also) row.also = { label: also.label, ...pairedRatio(samples, also.samples) };
@@ -47,6 +49,11 @@ export function markdownTable(rows) {
     const [median, spread] = formatValue(row);
     let ratio = row.ratio ? `${num(row.ratio.median)}× ${row.ratio.label} (${num(row.ratio.min)}–${num(row.ratio.max)})` : '';
     if (row.also) ratio += `; ${num(row.also.median)}× ${row.also.label} (${num(row.also.min)}–${num(row.also.max)})`;
+    if (row.difference) {
+      const d = row.difference;
+      const signed = (x) => `${x >= 0 ? '+' : '−'}${num(Math.abs(x))}`;
+      ratio += `; ${signed(d.median)} µs (${signed(d.min)}…${signed(d.max)})`;
+    }
     const target = row.target ? `${row.target.text}: ${row.target.met ? 'met' : '**missed**'}` : '';
     lines.push(`| ${row.label} | ${median} | ${spread} | ${ratio} | ${target} |`);
   }

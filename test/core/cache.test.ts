@@ -2,6 +2,7 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
+import { sampleRecord } from '../../adapters/testing/records.js';
 import { VerifyCache } from '../../src/cache.js';
 import {
   createKeyManager,
@@ -241,7 +242,7 @@ describe('verify cache', () => {
     expect(store.lookups).toBe(6); // the first was evicted
 
     const cache = new VerifyCache({ maxEntries: 10 });
-    for (let i = 0; i < 1000; i++) cache.set(`digest-${i}`, null, cache.begin());
+    for (let i = 0; i < 1000; i++) cache.set(`digest-${i}`, sampleRecord({ digest: `digest-${i}` }), cache.begin());
     expect(cache.size).toBe(10);
   });
 
