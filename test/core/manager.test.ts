@@ -380,7 +380,9 @@ describe('list', () => {
       }
     }
     const store = new IgnoresEverything();
-    const keys = createKeyManager({ store });
+    // One ms apart, so the store's one answer (its first page) holds keys of both kinds.
+    let t = Date.UTC(2030, 0, 1);
+    const keys = createKeyManager({ store, now: () => t++ });
     for (let i = 0; i < 20; i++) await keys.create({ name: `k${i}`, scopes: ['orders:list'], ownerId: i % 2 ? 'shop-a' : null });
     const page = await keys.list({ ownerId: null, limit: 3 });
     expect(page.keys.length).toBeGreaterThan(0);
