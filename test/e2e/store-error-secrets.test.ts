@@ -103,7 +103,10 @@ function secretsIn(text: string, token: string, digest: string): string[] {
 function defineCases(driver: string, cases: readonly Case[]): void {
   for (const c of cases) {
     it(`${driver}, ${c.name}: ${c.call} throws StoreUnavailableError without the token or its digest`, async () => {
-      const token = generateToken('kg');
+      // A digest that starts with a letter: MariaDB quotes such a value in "Incorrect integer value",
+      // where one that starts with digits would be cut short ("Data truncated") and quote nothing.
+      let token = generateToken('kg');
+      while (!/^[A-Za-z]/.test(createDigester()(token))) token = generateToken('kg');
       const digest = createDigester()(token);
       const { store, cleanup } = await c.open(digest);
       // The manager issues this very token on create, so the test knows what must not leak.
