@@ -2,15 +2,12 @@
 // Each answer is the same 401 to a client; a difference in time is what a holder of an old token could measure.
 // Run alone with `node bench/cases/failure-timing.mjs [--quick]` (KEYGATE_BENCH_DIST=<dir> measures another build), or in `npm run bench`.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { compare } from '../lib/harness.mjs';
 import { hasDist, loadDist } from '../lib/keygate.mjs';
 import { markdownTable, skippedRow, timeRow } from '../lib/report.mjs';
-import { connectPostgres, connectRedis, deleteRedisPrefix, uniqueName } from '../lib/services.mjs';
+import { BENCH_STORES } from '../lib/stores.mjs';
 
 /** Tokens per kind: verifies cycle through them, so no single row or cache line is measured. */
 const PER_KIND = 200;
@@ -27,63 +24,8 @@ function largeMetadata(bytes) {
 }
 const LARGE = largeMetadata(8 * 1024);
 
-/** Each store: how to open it and make keygate's store over it, and how to clean up. */
-const STORES = [
-  {
-    id: 'memory',
-    label: 'MemoryStore',
-    dist: 'memory',
-    open: async () => ({ client: null, close: () => {} }),
-    make: async (mod) => ({ store: mod.memoryStore(), drop: async () => {} }),
-  },
-  {
-    id: 'sqlite',
-    label: 'SQLite (better-sqlite3, file, WAL)',
-    dist: 'sqlite',
-    async open() {
-      const { default: Database } = await import('better-sqlite3');
-      const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'));
-      const db = new Database(join(dir, 'keys.db'));
-      db.pragma('journal_mode = WAL');
-      return {
-        client: db,
-        close: () => {
-          db.close();
-          rmSync(dir, { recursive: true, force: true });
-        },
-      };
-    },
-    async make(mod, client) {
-      const store = mod.sqliteStore(client, { table: uniqueName('kg_bench') });
-      await store.migrate();
-      return { store, drop: async () => {} };
-    },
-  },
-  {
-    id: 'postgres',
-    label: 'PostgreSQL (pg)',
-    dist: 'postgres',
-    open: connectPostgres,
-    async make(mod, client) {
-      const table = uniqueName('kg_bench');
-      const store = mod.postgresStore(client, { table });
-      await store.migrate();
-      return { store, drop: () => client.query(`DROP TABLE IF EXISTS ${table}`) };
-    },
-  },
-  {
-    id: 'redis',
-    label: 'Redis (ioredis)',
-    dist: 'redis',
-    cached: true,
-    open: connectRedis,
-    async make(mod, client) {
-      const prefix = `{${uniqueName('kgbench')}}:`;
-      const store = mod.redisStore(client, { prefix });
-      return { store, drop: () => deleteRedisPrefix(client, prefix) };
-    },
-  },
-];
+/** The stores measured; on Redis the verify cache is measured too. */
+const STORES = [BENCH_STORES.memory, BENCH_STORES.sqlite, BENCH_STORES.postgres, { ...BENCH_STORES.redis, cached: true }];
 
 /** `count` keys with this metadata, `parallel` at a time; resolves their ids and tokens. */
 async function createMany(keys, count, metadata, parallel) {

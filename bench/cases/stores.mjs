@@ -1,78 +1,16 @@
 // Case: keys.verify on SQLite, PostgreSQL, MariaDB/MySQL and Redis (10k keys), without and with the verify cache, against MemoryStore.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { compare } from '../lib/harness.mjs';
 import { skippedRow, timeRow } from '../lib/report.mjs';
 import { assertValid, createKeys, fillStore, hasDist, loadDist } from '../lib/keygate.mjs';
-import { connectMysql, connectPostgres, connectRedis, deleteRedisPrefix, uniqueName } from '../lib/services.mjs';
+import { BENCH_STORES } from '../lib/stores.mjs';
 
 const KEYS = 10_000;
 const REAL_KEYS = 1000;
 const CACHE = { ttlMs: 60_000, maxEntries: 100_000 };
 
-/** Each store: how to open it, how to make keygate's store over it, and how to clean up. */
-const STORES = [
-  {
-    id: 'sqlite',
-    label: 'SQLite (better-sqlite3, file, WAL)',
-    dist: 'sqlite',
-    async open() {
-      const { default: Database } = await import('better-sqlite3');
-      const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'));
-      const db = new Database(join(dir, 'keys.db'));
-      db.pragma('journal_mode = WAL');
-      return {
-        client: db,
-        close: () => {
-          db.close();
-          rmSync(dir, { recursive: true, force: true });
-        },
-      };
-    },
-    async make(mod, client) {
-      const store = mod.sqliteStore(client, { table: uniqueName('kg_bench') });
-      await store.migrate();
-      return { store, drop: async () => {} };
-    },
-  },
-  {
-    id: 'postgres',
-    label: 'PostgreSQL (pg)',
-    dist: 'postgres',
-    open: connectPostgres,
-    async make(mod, client) {
-      const table = uniqueName('kg_bench');
-      const store = mod.postgresStore(client, { table });
-      await store.migrate();
-      return { store, drop: () => client.query(`DROP TABLE IF EXISTS ${table}`) };
-    },
-  },
-  {
-    id: 'mysql',
-    label: 'MariaDB (mysql2)',
-    dist: 'mysql',
-    open: connectMysql,
-    async make(mod, client) {
-      const table = uniqueName('kg_bench');
-      const store = mod.mysqlStore(client, { table });
-      await store.migrate();
-      return { store, drop: () => client.query(`DROP TABLE IF EXISTS ${table}`) };
-    },
-  },
-  {
-    id: 'redis',
-    label: 'Redis (ioredis)',
-    dist: 'redis',
-    open: connectRedis,
-    async make(mod, client) {
-      const prefix = `{${uniqueName('kgbench')}}:`;
-      const store = mod.redisStore(client, { prefix });
-      return { store, drop: () => deleteRedisPrefix(client, prefix) };
-    },
-  },
-];
+/** The stores measured, against MemoryStore. */
+const STORES = [BENCH_STORES.sqlite, BENCH_STORES.postgres, BENCH_STORES.mysql, BENCH_STORES.redis];
 
 export async function run({ quick, log }) {
   const { createKeyManager } = await loadDist('index');
