@@ -13,6 +13,11 @@ const entries: Record<string, string> = {
   koa: 'adapters/koa/index.ts',
   fastify: 'adapters/fastify/index.ts',
   testing: 'adapters/testing/index.ts',
+  fetch: 'adapters/fetch/index.ts',
+  hono: 'adapters/hono/index.ts',
+  next: 'adapters/next/index.ts',
+  nestjs: 'adapters/nestjs/index.ts',
+  cli: 'adapters/cli/index.ts',
 };
 
 export default defineConfig({
@@ -26,5 +31,19 @@ export default defineConfig({
   platform: 'node',
   // nanoid 5 ships ESM only: bundle it so require('keygate') works.
   noExternal: ['nanoid'],
-  external: ['pg', 'mysql2', 'better-sqlite3', 'ioredis', 'redis', 'express', 'koa', 'fastify', 'fastify-plugin'],
+  external: [
+    'pg',
+    'mysql2',
+    'better-sqlite3',
+    'ioredis',
+    'redis',
+    'express',
+    'koa',
+    'fastify',
+    'fastify-plugin',
+    'hono',
+    /^@nestjs\//,
+    'reflect-metadata',
+    'rxjs',
+  ],
 });
