@@ -1,5 +1,6 @@
 // The keygate/nestjs tests, run for one NestJS major on Express and Fastify, over real sockets.
 
+import type { ExecutionContext } from '@nestjs/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
@@ -453,7 +454,7 @@ export function describeNest(major: '11' | '12', loadKit: () => Promise<NestKit>
         });
       });
 
-      describe('onReject, exception filters and forRootAsync', () => {
+      describe('onReject, exception filters, contexts and forRootAsync', () => {
         const apps = appsOf(kit, platform);
         let states: KeyStates;
 
@@ -488,6 +489,32 @@ export function describeNest(major: '11' | '12', loadKit: () => Promise<NestKit>
           expect(reply.json).toEqual({ denied: 'EXPIRED' });
           expect(reply.headers['www-authenticate']).toBe('Bearer');
           expect((await app.send({ headers: carry('bearer', states.tokens.valid) })).status).toBe(200);
+        });
+
+        it('refuses a non-HTTP handler (microservice, WebSocket) unless it is marked @SkipApiKey()', async () => {
+          const app = await apps.start({ keys: states.keys });
+          const guard = app.app.get(kit().keygate.ApiKeyGuard);
+          class Handlers {
+            plain(): void {}
+            skipped(): void {}
+          }
+          const skipped = Object.getOwnPropertyDescriptor(Handlers.prototype, 'skipped')!;
+          kit().keygate.SkipApiKey()(Handlers.prototype, 'skipped', skipped);
+          // What Nest passes a guard for a message handler: the same interface, another type, no HTTP request.
+          const rpc = (handler: () => void) =>
+            ({
+              getType: () => 'rpc',
+              getHandler: () => handler,
+              getClass: () => Handlers,
+              switchToHttp: () => {
+                throw new Error('not an HTTP request');
+              },
+            }) as unknown as ExecutionContext;
+          await expect(guard.canActivate(rpc(Handlers.prototype.plain))).rejects.toMatchObject({
+            code: 'VALIDATION_FAILED',
+            field: 'context',
+          });
+          await expect(guard.canActivate(rpc(Handlers.prototype.skipped))).resolves.toBe(true);
         });
 
         it('forRootAsync takes the manager from another module', async () => {
