@@ -60,7 +60,9 @@ function peerCopies(): [string, string, string][] {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { peerDependencies: Record<string, string> };
   const installed = readdirSync(join(root, 'node_modules'));
   return Object.entries(pkg.peerDependencies).map(([name, range]) => {
-    const copies = installed
+    // A scoped peer (@nestjs/common) has no alias copies: only the package itself.
+    const candidates = name.startsWith('@') ? (existsSync(join(root, 'node_modules', name)) ? [name] : []) : installed;
+    const copies = candidates
       .filter((dir) => dir === name || new RegExp(`^${name}-?\\d+$`).test(dir))
       .map(
         (dir) =>
@@ -86,8 +88,11 @@ function runsHere(dir: string): boolean {
   );
 }
 
-/** Test tools a block may import, linked from the repository: a block that imports vitest runs under it. */
-const TOOLS = ['vitest', 'supertest'];
+/**
+ * Test tools a block may import, and what a framework's example needs beside the peer itself (Nest's
+ * platform and its own peers), linked from the repository: a block that imports vitest runs under it.
+ */
+const TOOLS = ['vitest', 'supertest', '@nestjs/platform-express', 'reflect-metadata', 'rxjs'];
 
 interface Block {
   page: string;
@@ -310,7 +315,15 @@ describe(`every code block of the docs (with ${peers.map(([name, , version]) => 
         const base = `docs-block-${block.page.replace(/[^A-Za-z0-9]+/g, '-')}-${block.line}`;
         const source =
           block.lang === 'ts' || block.lang === 'typescript'
-            ? (await transform(block.code, { loader: 'ts', format: 'esm', target: 'node20' })).code
+            ? (
+                await transform(block.code, {
+                  loader: 'ts',
+                  format: 'esm',
+                  target: 'node20',
+                  // As in a Nest project's tsconfig.json: its examples use TypeScript's decorators.
+                  tsconfigRaw: { compilerOptions: { experimentalDecorators: true } },
+                })
+              ).code
             : block.code;
         // A block that imports vitest is a test file: it runs under vitest, as its reader would run it.
         const underVitest = /from ['"]vitest['"]/.test(block.code);
