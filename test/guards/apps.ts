@@ -2,14 +2,18 @@
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import express from 'express';
 import express4 from 'express4';
 import fastify5, { type FastifyInstance } from 'fastify';
 import fastify4 from 'fastify4';
+import { Hono } from 'hono';
 import Koa3 from 'koa';
 import Koa2 from 'koa2';
 import { apiKeyGuard as expressGuard } from '../../adapters/express/index.js';
 import keygatePlugin from '../../adapters/fastify/index.js';
+import { createFetchGuard, rejectionResponse } from '../../adapters/fetch/index.js';
+import { apiKeyGuard as honoGuard } from '../../adapters/hono/index.js';
 import { apiKeyGuard as koaGuard, type ApiKeyState } from '../../adapters/koa/index.js';
 import type { GuardOptions, GuardRejection } from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
@@ -190,6 +194,71 @@ function fastifyFramework(name: string, create: typeof fastify5): Framework {
   };
 }
 
+/** Serves a fetch handler with @hono/node-server on `host`, as a Node HTTP/1 server. */
+async function serveFetch(
+  host: string,
+  fetch: (request: Request, env: HttpBindings | Http2Bindings) => Promise<Response> | Response,
+): Promise<RunningApp> {
+  const server = serve({ fetch, port: 0, hostname: host }) as Server;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.once('listening', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return running(host, port, () => closeServer(server));
+}
+
+function honoFramework(name: string): Framework {
+  return {
+    name,
+    async start(spec) {
+      const app = new Hono<{ Bindings: HttpBindings }>();
+      const hook = spec.onReject;
+      const guard = honoGuard(spec.keys, {
+        ...spec.guard,
+        scope: scopeOf(spec),
+        onReject: hook
+          ? (rejection, c) => (editOrThrow(hook, rejection) ? c.text(`custom:${rejection.reason}`, 418) : undefined)
+          : undefined,
+      });
+      app.get('/orders', guard, (c) => c.json({ keyId: c.get('apiKey').id }));
+      app.get('/open', (c) => c.json({ peer: c.env.incoming.socket.remoteAddress }));
+      app.onError((error, c) => c.json({ error: { code: APP_ERROR, detail: errorDetail(error) } }, 500));
+      return serveFetch(spec.host ?? '127.0.0.1', app.fetch);
+    },
+  };
+}
+
+/** A bare fetch handler, no framework: createFetchGuard with the socket's address, rejectionResponse for refusals. */
+function fetchFramework(name: string): Framework {
+  return {
+    name,
+    async start(spec) {
+      const guard = createFetchGuard(spec.keys, { ...spec.guard, scope: scopeOf(spec) });
+      const hook = spec.onReject;
+      const json = (body: unknown, status = 200) =>
+        new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+      const handle = async (request: Request, env: HttpBindings | Http2Bindings): Promise<Response> => {
+        const peer = env.incoming.socket.remoteAddress;
+        const path = new URL(request.url).pathname;
+        if (path === '/open') return json({ peer });
+        if (path !== '/orders') return json({ error: 'not found' }, 404);
+        const outcome = await guard.authenticate(request, { clientAddress: peer });
+        if (outcome.ok) return json({ keyId: outcome.key.id });
+        if (hook && editOrThrow(hook, outcome)) return new Response(`custom:${outcome.reason}`, { status: 418 });
+        return rejectionResponse(outcome);
+      };
+      return serveFetch(spec.host ?? '127.0.0.1', async (request, env) => {
+        try {
+          return await handle(request, env);
+        } catch (error) {
+          return json({ error: { code: APP_ERROR, detail: errorDetail(error) } }, 500);
+        }
+      });
+    },
+  };
+}
+
 /** Every supported framework major, each tested with the same tables. */
 export const FRAMEWORKS: readonly Framework[] = [
   expressFramework('express 4', express4),
@@ -199,4 +268,7 @@ export const FRAMEWORKS: readonly Framework[] = [
   // fastify 4 has its own type package; at runtime it takes the same plugin and calls.
   fastifyFramework('fastify 4', fastify4 as unknown as typeof fastify5),
   fastifyFramework('fastify 5', fastify5),
+  honoFramework('hono 4'),
+  // keygate/fetch in a bare fetch handler, served by @hono/node-server.
+  fetchFramework('fetch'),
 ];

@@ -1,10 +1,14 @@
 // Repeated Authorization headers, sent as raw bytes: Node keeps only the first in req.headers, the guard reads them all.
 
+import { createServer as createHttp2Server, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
 import fastify5, { type FastifyInstance } from 'fastify';
 import fastify4 from 'fastify4';
+import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import keygatePlugin from '../../adapters/fastify/index.js';
+import { apiKeyGuard as honoGuard } from '../../adapters/hono/index.js';
 import { FRAMEWORKS, type RunningApp } from './apps.js';
 import { type RawReply, sendHttp2Raw, sendRawReply } from './client.js';
 import { createKeyStates, type KeyStates } from './fixtures.js';
@@ -145,6 +149,30 @@ describe.each([
 
   it.each(CASES)('$what: $expected', async ({ lines, expected }) => {
     // HTTP/2 field names are lower case on the wire.
+    const fields = lines(states.tokens).map(([name, value]) => [name.toLowerCase(), value] as const);
+    check(await sendHttp2Raw('127.0.0.1', port, fields), expected, states);
+  });
+});
+
+describe('hono 4 over HTTP/2 (@hono/node-server) with repeated Authorization headers', () => {
+  let states: KeyStates;
+  let server: Http2Server;
+  let port: number;
+
+  beforeAll(async () => {
+    states = await createKeyStates();
+    const app = new Hono();
+    const guard = honoGuard(states.keys, { scope: 'orders:list', carriers: ['bearer', 'x-api-key', 'basic'], exposeReasons: true });
+    app.get('/orders', guard, (c) => c.json({ keyId: c.get('apiKey').id }));
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createHttp2Server }) as Http2Server;
+    await new Promise((resolve) => server.once('listening', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server?.close(resolve));
+  });
+
+  it.each(CASES)('$what: $expected', async ({ lines, expected }) => {
     const fields = lines(states.tokens).map(([name, value]) => [name.toLowerCase(), value] as const);
     check(await sendHttp2Raw('127.0.0.1', port, fields), expected, states);
   });

@@ -1,0 +1,145 @@
+// keygate/fetch: createFetchGuard() and rejectionResponse(), the guard for servers built on the Web Request and Response.
+
+import { ValidationError } from '../../src/errors.js';
+import { createGuardCore, type GuardOptions, type GuardOutcome, type GuardRejection, type HeaderBag } from '../../src/http.js';
+import type { KeyManager } from '../../src/manager.js';
+
+/** The part of a `Headers` object the guard reads (any `Headers` fits, whatever the runtime). */
+export interface HeadersLike {
+  /** The value of a header, repeated ones joined with `, `; `null` when absent. */
+  get(name: string): string | null;
+}
+
+/** The part of a Web `Request` the guard reads (any `Request` fits: Node, Bun, Deno, Workers, Next.js). */
+export interface FetchRequestLike {
+  /** The request headers; only `Authorization`, `X-API-Key` and `X-Forwarded-For` are read. */
+  readonly headers: HeadersLike;
+}
+
+/** What the server knows about a request besides the request itself. */
+export interface FetchGuardContext {
+  /**
+   * The address of the peer that opened the connection, as the runtime reports it; a `Request`
+   * does not carry it. Node with @hono/node-server: `incoming.socket.remoteAddress`; Bun:
+   * `server.requestIP(request)?.address`; Deno: `info.remoteAddr.hostname`; Cloudflare Workers:
+   * the `CF-Connecting-IP` header, which Cloudflare sets. With `trustedProxies`, it is the proxy's
+   * address and the client address comes from `X-Forwarded-For`, exactly as in the other guards.
+   * @default none: no client address, so every key with an IP allow-list is refused (403 `ip_not_allowed`)
+   */
+  clientAddress?: string | null | undefined;
+}
+
+/** Options of `createFetchGuard`: those of every keygate guard. */
+export type FetchGuardOptions = GuardOptions;
+
+/** A compiled guard for Web requests: one per route or handler, created at startup. */
+export interface FetchGuard {
+  /**
+   * Decides on one request: `{ ok: true, key }`, or a rejection (401/403 for a bad key, 503 when
+   * the key store fails) to answer with `rejectionResponse(outcome)`. Rejects only for errors that
+   * are bugs or misuse (a closed manager), which belong to the server's error handling.
+   */
+  authenticate(request: FetchRequestLike, context?: FetchGuardContext): Promise<GuardOutcome>;
+}
+
+/** An `auth-param` (`name=value`, `name = "value"`): part of the credentials before it, never a credential of its own. */
+const AUTH_PARAM = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*=/;
+
+function trimSpaces(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && (value.charCodeAt(start) === 32 || value.charCodeAt(start) === 9)) start++;
+  while (end > start && (value.charCodeAt(end - 1) === 32 || value.charCodeAt(end - 1) === 9)) end--;
+  return value.slice(start, end);
+}
+
+/**
+ * The credentials of an `Authorization` value that `Headers` may have joined from several header
+ * lines with `, `. Commas inside quoted strings are kept; an element that is an auth-param
+ * (`response="…"` of a `Digest` header) stays with the credentials before it; every other element
+ * is one credential. A single header with a comma-separated list reads the same as several headers:
+ * `Headers` cannot tell them apart.
+ */
+function splitCredentials(value: string): string | string[] {
+  if (!value.includes(',')) return value;
+  const credentials: string[] = [];
+  const add = (element: string): void => {
+    const item = trimSpaces(element);
+    if (item === '') return;
+    const last = credentials.length - 1;
+    if (last >= 0 && AUTH_PARAM.test(item)) credentials[last] = `${credentials[last]}, ${item}`;
+    else credentials.push(item);
+  };
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (quoted) {
+      if (code === 92) i++;
+      else if (code === 34) quoted = false;
+    } else if (code === 34) {
+      quoted = true;
+    } else if (code === 44) {
+      add(value.slice(start, i));
+      start = i + 1;
+    }
+  }
+  add(value.slice(start));
+  return credentials;
+}
+
+/** The headers the guard core reads, from a `Headers` object. */
+function headerBag(headers: HeadersLike): HeaderBag {
+  const authorization = headers.get('authorization');
+  return {
+    authorization: authorization === null ? undefined : splitCredentials(authorization),
+    'x-api-key': headers.get('x-api-key') ?? undefined,
+    'x-forwarded-for': headers.get('x-forwarded-for') ?? undefined,
+  };
+}
+
+/**
+ * Compiles a guard for servers that hand over a Web `Request`: Bun, Deno, Cloudflare Workers,
+ * @hono/node-server, Next.js route handlers. Every option is checked here, so a misconfigured guard
+ * fails at startup: an unknown scope, carrier or proxy entry throws `ValidationError` naming it.
+ *
+ * @example
+ * const guard = createFetchGuard(keys, { scope: 'orders:list' })
+ * const outcome = await guard.authenticate(request, { clientAddress: server.requestIP(request)?.address })
+ * if (!outcome.ok) return rejectionResponse(outcome)
+ */
+export function createFetchGuard(keys: KeyManager, options: FetchGuardOptions = {}): FetchGuard {
+  const core = createGuardCore(keys, options);
+  return {
+    async authenticate(request, context) {
+      const clientAddress = context?.clientAddress;
+      if (clientAddress !== undefined && clientAddress !== null && typeof clientAddress !== 'string') {
+        throw new ValidationError('clientAddress', 'must be the peer address as a string, or null when it is not known');
+      }
+      return core.authenticate({ headers: headerBag(request.headers), remoteAddress: clientAddress ?? undefined });
+    },
+  };
+}
+
+/**
+ * The `Response` for a rejection: its status, its headers (`WWW-Authenticate` on a 401,
+ * `Retry-After` on a 503) and its JSON body, the same bytes the Express, Koa and Fastify guards send.
+ *
+ * @example
+ * if (!outcome.ok) return rejectionResponse(outcome)
+ */
+export function rejectionResponse(rejection: GuardRejection): Response {
+  const headers = new Headers(rejection.headers);
+  headers.set('Content-Type', 'application/json; charset=utf-8');
+  return new Response(JSON.stringify(rejection.body), { status: rejection.status, headers });
+}
+
+export type {
+  GuardOptions,
+  GuardRejection,
+  GuardRejectionReason,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';
