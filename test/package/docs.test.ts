@@ -92,7 +92,7 @@ function runsHere(dir: string): boolean {
  * Test tools a block may import, and what a framework's example needs beside the peer itself (Nest's
  * platform and its own peers), linked from the repository: a block that imports vitest runs under it.
  */
-const TOOLS = ['vitest', 'supertest', '@nestjs/platform-express', 'reflect-metadata', 'rxjs'];
+const TOOLS = ['vitest', 'supertest', '@hono/node-server', '@nestjs/platform-express', 'reflect-metadata', 'rxjs'];
 
 interface Block {
   page: string;

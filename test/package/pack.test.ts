@@ -7,6 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPackedProject, type PackedProject, packageSubpaths, root, run } from './packed.js';
 
 const subpaths = packageSubpaths();
+/** The entries built on their framework's own code: they load only where the framework is installed. */
+const NEEDS_FRAMEWORK = ['keygate/nestjs'];
+const withoutPeers = subpaths.filter((s) => !NEEDS_FRAMEWORK.includes(s));
 
 describe('the packed package', () => {
   let packed: PackedProject | undefined;
@@ -41,17 +44,17 @@ describe('the packed package', () => {
     const expired = await t.mint({ scopes: ['orders:list'], expired: true });
     const testing = (await t.keys.verify(expired.token)).code;
     const loaded = [];
-    for (const s of ${JSON.stringify(subpaths)}) loaded.push(Object.keys(${load('s')}).length > 0);
+    for (const s of ${JSON.stringify(withoutPeers)}) loaded.push(Object.keys(${load('s')}).length > 0);
     console.log(JSON.stringify({ valid: ok.valid, sameClass, scopes: b2bWaveScopes.list().length, loaded, testing, seeded: expired.token }));
     await keys.close();
     await t.close();
   `;
 
-  const expected = { valid: true, sameClass: true, scopes: 7, loaded: subpaths.map(() => true), testing: 'EXPIRED' };
+  const expected = { valid: true, sameClass: true, scopes: 7, loaded: withoutPeers.map(() => true), testing: 'EXPIRED' };
   /** The seeded token each module format printed: the same seed must give the same token in both. */
   const seeded: string[] = [];
 
-  it('works from CommonJS (require), with every subpath loadable without drivers installed', () => {
+  it('works from CommonJS (require), with every subpath but keygate/nestjs loadable without drivers or frameworks installed', () => {
     writeFileSync(
       join(project, 'main.cjs'),
       `(async () => { ${program((s) => (s === 's' ? 'require(s)' : `require('${s}')`))} })().catch((e) => { console.error(e); process.exit(1); });`,
@@ -61,7 +64,7 @@ describe('the packed package', () => {
     seeded.push(token);
   });
 
-  it('works from ESM (import), with every subpath loadable without drivers installed', () => {
+  it('works from ESM (import), with every subpath but keygate/nestjs loadable without drivers or frameworks installed', () => {
     writeFileSync(
       join(project, 'main.mjs'),
       program((s) => (s === 's' ? '(await import(s))' : `(await import('${s}'))`)),
@@ -232,5 +235,104 @@ describe('the packed package', () => {
     );
     const tsc = join(root, 'node_modules/typescript/bin/tsc');
     expect(() => run('node', [tsc, '-p', 'tsconfig.node10.json'], project)).not.toThrow();
+  }, 60_000);
+});
+
+describe('the packed package with the frameworks of its fetch, Hono, Next.js and NestJS entries installed', () => {
+  let packed: PackedProject | undefined;
+  let project: string;
+
+  beforeAll(() => {
+    packed = createPackedProject('frameworks');
+    project = packed.dir;
+    for (const name of ['hono', '@hono/node-server', '@nestjs/common', '@nestjs/core', 'reflect-metadata', 'rxjs']) packed.link(name);
+  }, 240_000);
+
+  afterAll(() => {
+    packed?.remove();
+  });
+
+  /** Loads each entry and reports the names it exports that a user reaches for first. */
+  const program = (load: (s: string) => string) => `
+    const fetchEntry = ${load('keygate/fetch')};
+    const honoEntry = ${load('keygate/hono')};
+    const nextEntry = ${load('keygate/next')};
+    const nestEntry = ${load('keygate/nestjs')};
+    console.log(JSON.stringify({
+      fetch: [typeof fetchEntry.createFetchGuard, typeof fetchEntry.rejectionResponse],
+      hono: [typeof honoEntry.apiKeyGuard],
+      next: [typeof nextEntry.createNextGuard],
+      nestjs: [typeof nestEntry.KeygateModule, typeof nestEntry.ApiKeyGuard, typeof nestEntry.RequireScope],
+    }));
+  `;
+  const expected = {
+    fetch: ['function', 'function'],
+    hono: ['function'],
+    next: ['function'],
+    nestjs: ['function', 'function', 'function'],
+  };
+
+  it('loads keygate/fetch, keygate/hono, keygate/next and keygate/nestjs from CommonJS (require)', () => {
+    writeFileSync(
+      join(project, 'frameworks.cjs'),
+      `(async () => { ${program((s) => `require('${s}')`)} })().catch((e) => { console.error(e); process.exit(1); });`,
+    );
+    expect(JSON.parse(run('node', ['frameworks.cjs'], project))).toEqual(expected);
+  });
+
+  it('loads keygate/fetch, keygate/hono, keygate/next and keygate/nestjs from ESM (import)', () => {
+    writeFileSync(
+      join(project, 'frameworks.mjs'),
+      program((s) => `(await import('${s}'))`),
+    );
+    expect(JSON.parse(run('node', ['frameworks.mjs'], project))).toEqual(expected);
+  });
+
+  it('type-checks a Hono app, a Next.js route, a fetch handler and a Nest module against the shipped declarations', () => {
+    const source = `
+      import { Hono } from 'hono';
+      import { createKeyManager, type ApiKey } from 'keygate';
+      import { memoryStore } from 'keygate/memory';
+      import { createFetchGuard, rejectionResponse } from 'keygate/fetch';
+      import { apiKeyGuard } from 'keygate/hono';
+      import { createNextGuard } from 'keygate/next';
+      import { ApiKeyGuard, KeygateModule, RequireScope, type RequestWithApiKey } from 'keygate/nestjs';
+      const keys = createKeyManager({ store: memoryStore() });
+      const guard = createFetchGuard(keys, { scope: 'orders:list' });
+      export async function handle(request: Request): Promise<Response> {
+        const outcome = await guard.authenticate(request, { clientAddress: '127.0.0.1' });
+        if (!outcome.ok) return rejectionResponse(outcome);
+        const key: ApiKey = outcome.key;
+        return Response.json({ calledBy: key.name });
+      }
+      export const app = new Hono().get('/orders', apiKeyGuard(keys, { scope: 'orders:list' }), (c) => c.json({ name: c.get('apiKey').name }));
+      const withApiKey = createNextGuard(keys, { trustedProxies: true });
+      export const GET = withApiKey(async (_request: Request, _context: { params: Promise<{ id: string }> }, apiKey: ApiKey) => Response.json({ id: apiKey.id }), { scope: 'orders:list' });
+      export const module = KeygateModule.forRoot({ keys });
+      export const requireList = RequireScope('orders:list');
+      export const guardClass: typeof ApiKeyGuard = ApiKeyGuard;
+      export const nameOf = (request: RequestWithApiKey<{ url: string }>): string => request.apiKey.name + request.url;
+    `;
+    writeFileSync(join(project, 'frameworks.mts'), source);
+    writeFileSync(join(project, 'frameworks.cts'), source);
+    writeFileSync(
+      join(project, 'tsconfig.frameworks.json'),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'node16',
+          moduleResolution: 'node16',
+          target: 'es2022',
+          lib: ['es2022', 'dom'],
+          types: ['node'],
+          // The frameworks' own declarations are theirs to check.
+          skipLibCheck: true,
+        },
+        files: ['frameworks.mts', 'frameworks.cts'],
+      }),
+    );
+    const tsc = join(root, 'node_modules/typescript/bin/tsc');
+    expect(() => run('node', [tsc, '-p', 'tsconfig.frameworks.json'], project)).not.toThrow();
   }, 60_000);
 });
