@@ -1,5 +1,5 @@
 // The published package: packed, installed into a fresh project, used from CJS, ESM and TypeScript.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,16 @@ describe('the packed package', () => {
     const { seeded: token, ...rest } = JSON.parse(run('node', ['main.mjs'], project));
     expect(rest).toEqual(expected);
     seeded.push(token);
+  });
+
+  it('installs the keygate command, which names the driver to install when the store needs one', () => {
+    const bin = join(project, 'node_modules/.bin/keygate');
+    const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    expect(run(bin, ['--version'], project).trim()).toBe(version);
+    // No driver is installed in this project: the command says which one, with its own exit code.
+    const result = spawnSync(bin, ['migrate', '--store', 'sqlite:./keys.db'], { cwd: project, encoding: 'utf8' });
+    expect(result.status).toBe(7);
+    expect(result.stderr).toMatch(/npm install better-sqlite3/);
   });
 
   it('gives the same seeded test token from CommonJS and ESM, and a real one', () => {
