@@ -7,7 +7,7 @@ import { serviceUrl } from '../support/services.js';
 import { refusedPort } from '../support/tcp.js';
 import { randomTable } from '../stores/sql-extras.js';
 import { cliStoreSuite } from './store-suite.js';
-import { watchSubscription } from './support.js';
+import { observeSubscription } from '../support/bus.js';
 
 const url = serviceUrl('postgres');
 
@@ -28,7 +28,7 @@ describe.skipIf(!url)('keygate command on PostgreSQL', () => {
         await pool.end();
       },
       server: async (channel) => {
-        const { bus, subscribed } = watchSubscription(postgresInvalidation(pool, { channel }));
+        const { bus, subscribed } = observeSubscription(postgresInvalidation(pool, { channel }));
         const keys = createKeyManager({ store: postgresStore(pool, { table }), cache: { ttlMs: 60_000 }, invalidation: bus });
         await subscribed;
         return { verify: async (token) => (await keys.verify(token)).valid, stop: () => keys.close() };

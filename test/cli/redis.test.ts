@@ -8,7 +8,8 @@ import { deletePrefix, randomPrefix } from '../support/redis.js';
 import { serviceUrl } from '../support/services.js';
 import { refusedPort } from '../support/tcp.js';
 import { cliStoreSuite } from './store-suite.js';
-import { parsed, runCli, watchSubscription } from './support.js';
+import { observeSubscription } from '../support/bus.js';
+import { parsed, runCli } from './support.js';
 
 const url = serviceUrl('redis');
 
@@ -31,7 +32,7 @@ describe.skipIf(!url)('keygate command on Redis', () => {
       },
       server: async (channel) => {
         const subscriber = client.duplicate();
-        const { bus, subscribed } = watchSubscription(redisInvalidation({ publisher: client, subscriber, channel }));
+        const { bus, subscribed } = observeSubscription(redisInvalidation({ publisher: client, subscriber, channel }));
         const keys = createKeyManager({ store: redisStore(client, { prefix }), cache: { ttlMs: 60_000 }, invalidation: bus });
         await subscribed;
         return {

@@ -3,7 +3,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { InvalidationBus } from '../../src/index.js';
 
 /** The repository root. */
 export const root = resolve(__dirname, '../..');
@@ -78,22 +77,4 @@ export function parsed<T = Record<string, unknown>>(run: CliRun): T {
 /** How many times `needle` occurs in `text`. */
 export function occurrences(text: string, needle: string): number {
   return text.split(needle).length - 1;
-}
-
-/** The bus wrapped so that a test can wait until a manager has subscribed through it (its cache serves only from then on). */
-export function watchSubscription(bus: InvalidationBus): { bus: InvalidationBus; subscribed: Promise<void> } {
-  let done: () => void = () => {};
-  const subscribed = new Promise<void>((resolveSubscribed) => (done = resolveSubscribed));
-  return {
-    subscribed,
-    bus: {
-      publish: (keyId) => bus.publish(keyId),
-      subscribe: async (subscriber) => {
-        const stop = await bus.subscribe(subscriber);
-        // The manager turns its cache on in the same tick, right after this resolves.
-        setImmediate(done);
-        return stop;
-      },
-    },
-  };
 }

@@ -6,7 +6,7 @@ import { Redis as IoRedis5 } from 'ioredis5';
 import { createClient as createClient6 } from 'redis';
 import { createClient as createClient4 } from 'redis4';
 import { createClient as createClient5 } from 'redis5';
-import type { InvalidationBus } from '../../src/cache.js';
+export { observeSubscription } from './bus.js';
 
 /** The client libraries and majors the Redis adapters are tested with. */
 export const REDIS_CLIENT_KINDS = ['ioredis@6', 'ioredis@5', 'node-redis@6', 'node-redis@5', 'node-redis@4'] as const;
@@ -205,22 +205,4 @@ export async function dumpPrefix(client: AnyRedisClient, prefix: string): Promis
 export async function deletePrefix(client: AnyRedisClient, prefix: string): Promise<void> {
   const keys = await keysUnder(client, prefix);
   for (let i = 0; i < keys.length; i += 500) await rawCommand(client, ['UNLINK', ...keys.slice(i, i + 500)]);
-}
-
-/** Wraps a bus so that a test can wait until a manager has subscribed through it. */
-export function observeSubscription(bus: InvalidationBus): { bus: InvalidationBus; subscribed: Promise<void> } {
-  let done: () => void = () => {};
-  const subscribed = new Promise<void>((resolve) => (done = resolve));
-  return {
-    subscribed,
-    bus: {
-      publish: (keyId) => bus.publish(keyId),
-      subscribe: async (subscriber) => {
-        const stop = await bus.subscribe(subscriber);
-        // The manager turns its cache on in the same tick, right after this resolves.
-        setImmediate(done);
-        return stop;
-      },
-    },
-  };
 }
