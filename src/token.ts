@@ -113,11 +113,27 @@ export function isWellFormedToken(token: string, prefix: string): boolean {
   return checksum === crc32(token, split);
 }
 
+/**
+ * The prefix of `text` if it has the shape of a token of any valid prefix (`{prefix}_` and 38
+ * base62 characters), checksum unchecked; otherwise `null`. For telling a token from other input,
+ * e.g. to keep it out of messages.
+ */
+export function tokenPrefixOf(text: string): string | null {
+  const split = text.length - BODY_LENGTH - 1;
+  if (split < 1 || text.charCodeAt(split) !== 95 /* _ */) return null;
+  for (let i = split + 1; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 128 || BASE62_VALUE[code] === 0) return null;
+  }
+  const prefix = text.slice(0, split);
+  return PREFIX_PATTERN.test(prefix) ? prefix : null;
+}
+
 /** Computes the lookup digest of a token: SHA-256, or HMAC-SHA-256 when a pepper is set. */
 export type Digester = (token: string) => string;
 
 /** The shortest pepper accepted, in bytes: 128 bits, the strength of the tokens' own secret or more. */
-export const PEPPER_MIN_BYTES = 16;
+const PEPPER_MIN_BYTES = 16;
 
 const PEPPER_ADVICE = "generate one with `openssl rand -base64 32` and keep it out of the database, or omit 'pepper' to use plain SHA-256";
 

@@ -11,6 +11,8 @@ import {
   ValidationError,
   type VerifyFailureCode,
 } from '../../src/index.js';
+import { tokenPrefixOf } from '../../src/token.js';
+import { DEFAULT_TABLE } from '../sql/index.js';
 import { EXIT, type ExitCode, Exit, usageError } from './exit.js';
 import { json, keyDetails, keyTable } from './output.js';
 import { type OpenedStore, schemaOf, type StoreTarget } from './stores.js';
@@ -124,9 +126,6 @@ const KEY_FIELDS: Readonly<Record<string, OptionSpec>> = {
 
 // --- helpers -------------------------------------------------------------------------------------
 
-/** What a token of any prefix looks like (a key id is 20 characters, without `_`); group 1 is the prefix. */
-export const TOKEN_SHAPE = /^([a-z][a-z0-9]{0,15}(?:_[a-z0-9]{1,16})?)_[0-9A-Za-z]{38}$/;
-
 function text(values: Values, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;
@@ -147,7 +146,7 @@ function theArgument(ctx: CommandContext, what: string): string {
   if (ctx.args.length === 1) {
     const value = ctx.args[0] as string;
     // A token given where an id belongs would be echoed by "no key with id …": refuse it unseen.
-    if (what === '<id>' && TOKEN_SHAPE.test(value)) {
+    if (what === '<id>' && tokenPrefixOf(value) !== null) {
       throw usageError(
         `${ctx.name} takes the id of a key (keygate list shows them), and this looks like a token; it is not shown`,
         ctx.name,
@@ -233,7 +232,7 @@ const migrate: Command = {
     }
     const store = await ctx.store(true);
     await store.migrate();
-    const name = table ?? 'keygate_keys';
+    const name = table ?? DEFAULT_TABLE;
     ctx.out(ctx.json ? json({ store: target.kind, table: name, migrated: true }) : `The table ${name} is ready in ${target.display}.\n`);
     return EXIT.ok;
   },
@@ -442,9 +441,9 @@ const verify: Command = {
     }
     const forbidden = FORBIDDEN.has(result.code);
     ctx.out(ctx.json ? json(result) : `${forbidden ? 'forbidden' : 'invalid'}: ${result.code}: ${result.message}\n`);
-    const foreign = result.code === 'MALFORMED' ? TOKEN_SHAPE.exec(token) : null;
-    if (foreign && foreign[1] !== keys.prefix) {
-      ctx.err(`keygate: the token's prefix is '${foreign[1]}', not '${keys.prefix}': pass --token-prefix ${foreign[1]}\n`);
+    const foreign = result.code === 'MALFORMED' ? tokenPrefixOf(token) : null;
+    if (foreign !== null && foreign !== keys.prefix) {
+      ctx.err(`keygate: the token's prefix is '${foreign}', not '${keys.prefix}': pass --token-prefix ${foreign}\n`);
     }
     return forbidden ? EXIT.forbidden : EXIT.invalid;
   },

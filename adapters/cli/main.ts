@@ -4,16 +4,8 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createKeyManager, type InvalidationBus, isKeygateError, type KeyManager, ValidationError } from '../../src/index.js';
-import {
-  type Command,
-  type CommandContext,
-  COMMANDS,
-  commandNamed,
-  type OptionSpec,
-  STORE_OPTIONS,
-  TOKEN_SHAPE,
-  type Values,
-} from './commands.js';
+import { type Command, type CommandContext, COMMANDS, commandNamed, type OptionSpec, STORE_OPTIONS, type Values } from './commands.js';
+import { tokenPrefixOf } from '../../src/token.js';
 import { EXIT, type ExitCode, Exit, usageError } from './exit.js';
 import { type OpenedStore, openStore, parseStoreUrl, type StoreTarget } from './stores.js';
 import { decodePepper, parseDuration } from './values.js';
@@ -58,7 +50,10 @@ const OPTION_OF_FIELD: Readonly<Record<string, string>> = {
 export async function main(io: Io): Promise<ExitCode> {
   const secrets = new Set<string>();
   // Anything shaped like a token is never echoed in a message, wherever it was typed.
-  for (const arg of io.argv) if (TOKEN_SHAPE.test(arg.replace(/^--?[a-z-]+=/, ''))) secrets.add(arg.replace(/^--?[a-z-]+=/, ''));
+  for (const arg of io.argv) {
+    const value = arg.replace(/^--?[a-z-]+=/, '');
+    if (tokenPrefixOf(value) !== null) secrets.add(value);
+  }
   const redact = (text: string): string => {
     let out = text;
     for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join('[redacted]');

@@ -73,7 +73,6 @@ export function parseStoreUrl(raw: string, source: string, cwd: string): StoreTa
 
 /** What the command needs of an opened store. */
 export interface OpenedStore {
-  readonly kind: StoreKind;
   readonly store: KeyStore;
   /** Creates the table (SQL stores); `false` for Redis, which needs none. */
   migrate(): Promise<boolean>;
@@ -288,7 +287,6 @@ function sqlStore(
   end: () => Promise<void>,
 ): OpenedStore {
   return {
-    kind,
     store,
     async migrate() {
       try {
@@ -401,7 +399,6 @@ function redisOpened(client: IoRedisConnection | NodeRedisConnection, options: O
     throw error;
   }
   return {
-    kind: 'redis',
     store,
     migrate: async () => false,
     notifier(channel) {

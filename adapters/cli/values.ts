@@ -52,8 +52,6 @@ export function parseLimit(raw: string): number {
   return Number(raw.trim());
 }
 
-export type PepperEncoding = 'utf8' | 'hex' | 'base64';
-
 /**
  * The pepper as the server passes it to `createKeyManager`: the variable's text as is (`utf8`),
  * or the bytes it encodes (`hex`, `base64`, as `Buffer.from(value, encoding)` on the server).
