@@ -30,10 +30,20 @@ export function canonicalIp(input: unknown): string | null {
     return ipaddr.IPv4.isValidFourPartDecimal(input) ? input : null;
   }
   if (family !== 6 || input.includes('%')) return null;
-  return canonicalIpv6(input);
+  return strictIpv6(input)?.toString() ?? null;
 }
 
-function canonicalIpv6(input: string): string | null {
+/** The address `canonicalIp` accepts, parsed once: an IPv4 or IPv6 address of ipaddr.js, or `null`. */
+function strictIp(input: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  if (input.length === 0 || input.length > MAX_IP_LENGTH) return null;
+  const family = isIP(input);
+  if (family === 4) return ipaddr.IPv4.isValidFourPartDecimal(input) ? ipaddr.IPv4.parse(input) : null;
+  if (family !== 6 || input.includes('%')) return null;
+  return strictIpv6(input);
+}
+
+/** An IPv6 address as written, `::ffff:a.b.c.d` as its IPv4 address; `null` for the deprecated `::a.b.c.d` or what does not parse. */
+function strictIpv6(input: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
   // ipaddr.js reads `::1.2.3.4` as `::ffff:1.2.3.4`; rewrite a dotted tail as two hex groups first
   // so that the address parsed is exactly the one written.
   let text = input;
@@ -52,11 +62,11 @@ function canonicalIpv6(input: string): string | null {
   }
   const p = address.parts;
   if (p[0] === 0 && p[1] === 0 && p[2] === 0 && p[3] === 0 && p[4] === 0) {
-    if (p[5] === 0xffff) return address.toIPv4Address().toString();
+    if (p[5] === 0xffff) return address.toIPv4Address();
     // ::/96 other than :: and ::1 is the deprecated IPv4-compatible range (RFC 4291 2.5.5.1).
     if (p[5] === 0 && (p[6] !== 0 || (p[7] !== 0 && p[7] !== 1))) return null;
   }
-  return address.toString();
+  return address;
 }
 
 /** Whether a canonical address is the unspecified address, which many tools read as "any". */
@@ -172,7 +182,7 @@ export type AddressMatcher = (address: string | null | undefined) => boolean;
  * which Express's `trust proxy` uses; ipaddr.js's `range()` calls them `loopback`, `linkLocal`,
  * `private` and `uniqueLocal`).
  */
-export const NAMED_PROXY_RANGES: Readonly<Record<'loopback' | 'linklocal' | 'uniquelocal', readonly string[]>> = Object.freeze({
+const NAMED_PROXY_RANGES: Readonly<Record<'loopback' | 'linklocal' | 'uniquelocal', readonly string[]>> = Object.freeze({
   loopback: Object.freeze(['127.0.0.0/8', '::1/128']),
   linklocal: Object.freeze(['169.254.0.0/16', 'fe80::/10']),
   uniquelocal: Object.freeze(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']),
@@ -270,15 +280,14 @@ export function compileTrustedProxies(input: unknown, field = 'trustedProxies'):
     if (parsed.cidr !== null) add(parsed.cidr);
   });
   return (address) => {
-    const canonical = canonicalIp(address);
-    if (canonical === null) return false;
-    if (canonical.includes(':')) {
-      const ip = ipaddr.IPv6.parse(canonical);
-      for (const range of v6) if (ip.match(range)) return true;
+    // Parsed once, as strictly as canonicalIp: an address that does not parse matches nothing.
+    const ip = typeof address === 'string' ? strictIp(address) : null;
+    if (ip === null) return false;
+    if (ip.kind() === 'ipv6') {
+      for (const range of v6) if ((ip as ipaddr.IPv6).match(range)) return true;
       return false;
     }
-    const ip = ipaddr.IPv4.parse(canonical);
-    for (const range of v4) if (ip.match(range)) return true;
+    for (const range of v4) if ((ip as ipaddr.IPv4).match(range)) return true;
     return false;
   };
 }
