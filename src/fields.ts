@@ -27,8 +27,6 @@ export interface FieldSpec {
   readonly column: string;
   /** The column's type, looked up in the dialect's type table. */
   readonly sqlType: SqlTypeName;
-  /** Part of the public `ApiKey` (the digests never are). */
-  readonly public: boolean;
   /**
    * Written by `touch()` in batches, not by `update()`: stores keep the later of the stored and the
    * given value, and Redis keeps it beside the record rather than in it.
@@ -36,8 +34,11 @@ export interface FieldSpec {
   readonly touched: boolean;
 }
 
-/** A table entry: what differs from the defaults (not null, public, not touched, the kind's SQL type). */
-type FieldDeclaration = Pick<FieldSpec, 'kind' | 'column'> & Partial<FieldSpec>;
+/**
+ * A table entry: what differs from the defaults (not null, public, not touched, the kind's SQL
+ * type). `public: false` keeps a field (the digests) out of the public `ApiKey`, checked at compile time.
+ */
+type FieldDeclaration = Pick<FieldSpec, 'kind' | 'column'> & Partial<FieldSpec> & { public?: false };
 
 /** The SQL type of each kind, unless a field names its own (text columns differ in length). */
 const SQL_TYPE_OF_KIND: Record<FieldKind, SqlTypeName> = {
@@ -86,7 +87,6 @@ export const FIELD_LIST: ReadonlyArray<readonly [FieldName, FieldSpec]> = (
     column: d.column,
     sqlType: d.sqlType ?? SQL_TYPE_OF_KIND[d.kind],
     nullable: d.nullable ?? false,
-    public: d.public ?? true,
     touched: d.touched ?? false,
   }),
 ]);

@@ -4,6 +4,7 @@ import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type AddressMatcher, compileTrustedProxies } from './ip.js';
 import type { KeyManager } from './manager.js';
 import type { ApiKey, VerifyFailureCode, VerifyOptions, VerifyResult } from './types.js';
+import { checkWholeNumber } from './validate.js';
 
 /** Request headers as Node gives them: lower-case names; repeated headers may arrive as arrays. */
 export type HeaderBag = Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -323,11 +324,7 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   const trust = compileTrustedProxies(options.trustedProxies, 'trustedProxies');
   const exposeReasons = options.exposeReasons ?? false;
   if (typeof exposeReasons !== 'boolean') throw new ValidationError('exposeReasons', 'must be true or false');
-  const retryAfter = options.retryAfterSeconds ?? 5;
-  if (!Number.isInteger(retryAfter) || retryAfter < 0) {
-    throw new ValidationError('retryAfterSeconds', 'must be a whole number of seconds, 0 or more');
-  }
-  const retryAfterHeader = String(retryAfter);
+  const retryAfterHeader = String(checkWholeNumber('retryAfterSeconds', options.retryAfterSeconds ?? 5, { min: 0, unit: 'seconds' }));
   const bearer = carriers.has('bearer');
   const basic = carriers.has('basic');
   const readsAuthorization = bearer || basic;

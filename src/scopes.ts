@@ -54,7 +54,7 @@ export interface DefineScopesOptions {
 
 const NAME = /^[a-z][a-z0-9_-]{0,63}$/;
 /** The most entries `parse` reads (duplicates included); a longer list is refused before it is split or walked. */
-export const MAX_SCOPE_ENTRIES = 1000;
+const MAX_SCOPE_ENTRIES = 1000;
 
 /**
  * Builds a scope catalog of `resource:action` scopes. An action implies the actions it lists (for

@@ -131,10 +131,6 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
   }
 
   /**
-   * A frozen copy that callers cannot change under the store. Every kept record gets its fields in
-   * the same (table) order, so all share one hidden class: verify reads these on every call.
-   */
-  /**
    * The kept copy: lists and metadata frozen, the record frozen. Written as one literal, not a loop
    * over the field table: verify reads these records, and V8 reads a literal's fields from the
    * object itself, where a record grown field by field keeps most of them out of line (measured

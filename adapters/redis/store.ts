@@ -63,19 +63,17 @@ function encode(r: KeyRecord): string {
   return JSON.stringify(stored);
 }
 
-/**
- * How `decode` finds the metadata's JSON inside a record's: the text that opens it, the field it
- * is, and the text of the key after it (`null` when it is last). `encode` writes the fields in
- * table order; the split needs metadata to be the one `json` field and not the first.
- */
-const METADATA_SPLIT = ((): { field: FieldName; open: string; close: string | null } | null => {
-  const stored = FIELD_LIST.filter(([, spec]) => !spec.touched);
-  const at = stored.findIndex(([, spec]) => spec.kind === 'json');
-  if (at <= 0 || stored.filter(([, spec]) => spec.kind === 'json').length !== 1) return null;
-  const next = stored[at + 1];
-  const field = (stored[at] as (typeof stored)[number])[0];
-  return { field, open: `,"${field}":`, close: next ? `,"${next[0]}":` : null };
-})();
+/** The fields kept in a record's JSON, in the order `encode` writes them (the table's). */
+const STORED_FIELDS = FIELD_LIST.filter(([, spec]) => !spec.touched).map(([name, spec]) => ({ name, spec }));
+const METADATA_AT = STORED_FIELDS.findIndex(({ spec }) => spec.kind === 'json');
+// How `decode` finds the metadata's JSON inside a record's: the key that opens it and the key after
+// it. That needs metadata to be the one `json` field, neither first nor last, as the table has it.
+if (METADATA_AT <= 0 || METADATA_AT === STORED_FIELDS.length - 1 || STORED_FIELDS.filter(({ spec }) => spec.kind === 'json').length !== 1) {
+  throw new Error('keygate/redis: the field table no longer has metadata between two other stored fields');
+}
+const METADATA_FIELD: FieldName = (STORED_FIELDS[METADATA_AT] as (typeof STORED_FIELDS)[number]).name;
+const METADATA_OPEN = `,"${METADATA_FIELD}":`;
+const METADATA_CLOSE = `,"${(STORED_FIELDS[METADATA_AT + 1] as (typeof STORED_FIELDS)[number]).name}":`;
 
 /**
  * The record's JSON parsed without its metadata, and the metadata's JSON text apart, so that only
@@ -85,12 +83,10 @@ const METADATA_SPLIT = ((): { field: FieldName; open: string; close: string | nu
  * text does not split that way (a record in another field order): parse it whole.
  */
 function splitMetadata(json: string): { rest: Record<string, unknown>; text: string } | null {
-  const split = METADATA_SPLIT;
-  if (split === null) return null;
-  const start = json.indexOf(split.open);
-  const end = split.close === null ? json.length - 1 : json.lastIndexOf(split.close);
+  const start = json.indexOf(METADATA_OPEN);
+  const end = json.lastIndexOf(METADATA_CLOSE);
   if (start <= 0 || end <= start) return null;
-  const text = json.slice(start + split.open.length, end);
+  const text = json.slice(start + METADATA_OPEN.length, end);
   if (text[0] !== '{' || text[text.length - 1] !== '}') return null;
   let rest: unknown;
   try {
@@ -98,7 +94,7 @@ function splitMetadata(json: string): { rest: Record<string, unknown>; text: str
   } catch {
     return null;
   }
-  if (rest === null || typeof rest !== 'object' || Object.hasOwn(rest, split.field)) return null;
+  if (rest === null || typeof rest !== 'object' || Object.hasOwn(rest, METADATA_FIELD)) return null;
   return { rest: rest as Record<string, unknown>, text };
 }
 
@@ -109,7 +105,7 @@ function decode(json: unknown, lastUsed: unknown): KeyRecord {
   const record: Record<string, unknown> = {};
   for (const [name, spec] of FIELD_LIST) {
     if (spec.touched) record[name] = typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null;
-    else if (split && name === METADATA_SPLIT?.field) defineLazyJson(record, name, split.text);
+    else if (split && name === METADATA_FIELD) defineLazyJson(record, name, split.text);
     else if (spec.kind === 'time') record[name] = stored[name] === null ? null : new Date(stored[name] as number);
     else record[name] = stored[name];
   }

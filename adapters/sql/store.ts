@@ -148,7 +148,6 @@ function decodeValue(dialect: Dialect, spec: FieldSpec, value: unknown): unknown
     case 'boolean':
       return dialect.decodeBoolean(value);
     case 'list':
-    case 'json':
       return JSON.parse(dialect.decodeText(value));
     case 'time':
       return new Date(Number(value));
