@@ -241,8 +241,16 @@ function clientAddress(
 ): string | null {
   if (remote === undefined || remote === null) return null;
   if (trust === null || forwardedFor === undefined || !trust(remote)) return remote;
-  const header = typeof forwardedFor === 'string' ? forwardedFor : forwardedFor.join(',');
-  let address = remote;
+  return forwardedClient(typeof forwardedFor === 'string' ? forwardedFor : forwardedFor.join(','), trust, remote);
+}
+
+/**
+ * Walks `X-Forwarded-For` from the right: the first hop that `trust` does not match, or the
+ * left-most hop when every one does, or `fallback` when the header has no hop. Empty entries are
+ * skipped. For a server that sees no socket (Next.js), the right-most hop stands for the peer.
+ */
+export function forwardedClient(header: string, trust: AddressMatcher, fallback: string | null): string | null {
+  let address = fallback;
   let end = header.length;
   while (end > 0) {
     const comma = header.lastIndexOf(',', end - 1);

@@ -1,11 +1,11 @@
 // keygate/next: createNextGuard(), API key guards for Next.js App Router route handlers, over keygate/fetch.
 
 import { ValidationError } from '../../src/errors.js';
-import { checkOnReject, type GuardOptions, type GuardRejection } from '../../src/http.js';
-import { compileTrustedProxies } from '../../src/ip.js';
+import { checkOnReject, forwardedClient, type GuardOptions, type GuardRejection } from '../../src/http.js';
+import { type AddressMatcher, compileTrustedProxies } from '../../src/ip.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
-import { createFetchGuard, type FetchGuard, type FetchGuardOptions, type FetchRequestLike, rejectionResponse } from '../fetch/index.js';
+import { createFetchGuard, type FetchGuard, type FetchGuardOptions, rejectionResponse } from '../fetch/index.js';
 
 /** Options shared by every route of `createNextGuard`; each route picks its scope in `withApiKey`. */
 export interface NextGuardOptions extends Omit<GuardOptions, 'scope' | 'trustedProxies'> {
@@ -69,24 +69,8 @@ export type WithApiKey = <Req extends Request = Request, Ctx = unknown>(
   options?: NextRouteOptions,
 ) => (request: Req, context: Ctx) => Promise<Response>;
 
-/** The last non-empty entry of `X-Forwarded-For` and the header before it, as proxies append them. */
-function splitLastHop(header: string | null): { last: string | undefined; rest: string | null } {
-  if (header === null) return { last: undefined, rest: null };
-  let end = header.length;
-  while (end > 0) {
-    const comma = header.lastIndexOf(',', end - 1);
-    const entry = header.slice(comma + 1, end).trim();
-    if (entry !== '') return { last: entry, rest: comma < 0 ? null : header.slice(0, comma) };
-    end = Math.max(comma, 0);
-  }
-  return { last: undefined, rest: null };
-}
-
-/** The request as the guard reads it when its last forwarded hop stands for the socket's peer. */
-function withoutLastHop(request: FetchRequestLike, rest: string | null): FetchRequestLike {
-  const headers = request.headers;
-  return { headers: { get: (name) => (name.toLowerCase() === 'x-forwarded-for' ? rest : headers.get(name)) } };
-}
+/** `trustedProxies: true`: the one proxy's hop is the client, no hop is a proxy of its own. */
+const NO_PROXY: AddressMatcher = () => false;
 
 /**
  * Compiles the API key guard of a Next.js app (App Router route handlers on the Node.js runtime)
@@ -116,20 +100,21 @@ export function createNextGuard(keys: KeyManager, options: NextGuardOptions = {}
       'true stands for a proxy in front of Next.js, which clientAddress replaces; name the proxies (addresses, ranges, loopback…) instead',
     );
   }
-  const base: FetchGuardOptions = trustedProxies === true || trustedProxies === undefined ? shared : { ...shared, trustedProxies };
-  // Compiling once here checks every shared option when the guard is created.
+  // Compiled once, here, so a bad entry throws when the guard is created. An empty list names no
+  // proxy, as in the other guards: the header stays unread.
+  const proxies = trustedProxies === true ? NO_PROXY : compileTrustedProxies(trustedProxies, 'trustedProxies');
+  // With clientAddress, the list works as in the other guards; without, the guard walks the header
+  // itself below, and the core is given the client address it found.
+  const base: FetchGuardOptions =
+    clientAddress !== undefined && trustedProxies !== true && trustedProxies !== undefined ? { ...shared, trustedProxies } : shared;
   const unscoped = createFetchGuard(keys, base);
   const onReject = checkOnReject(onRejectOption);
-  // An empty list names no proxy, as in the other guards: the header stays unread.
-  const readsForwardedFor =
-    clientAddress === undefined && (trustedProxies === true || compileTrustedProxies(base.trustedProxies, 'trustedProxies') !== null);
 
   const authenticate = (guard: FetchGuard, request: Request) => {
     if (clientAddress !== undefined) return guard.authenticate(request, { clientAddress: clientAddress(request) });
-    if (!readsForwardedFor) return guard.authenticate(request);
-    // The proxy in front of Next.js appended the address it saw, so the last hop stands for the socket's peer.
-    const { last, rest } = splitLastHop(request.headers.get('x-forwarded-for'));
-    return guard.authenticate(withoutLastHop(request, rest), { clientAddress: last });
+    if (proxies === null) return guard.authenticate(request);
+    // The proxy in front of Next.js appended the address it saw: the right-most hop stands for the socket's peer.
+    return guard.authenticate(request, { clientAddress: forwardedClient(request.headers.get('x-forwarded-for') ?? '', proxies, null) });
   };
 
   return function withApiKey(handler, routeOptions = {}) {
