@@ -4,9 +4,8 @@ import { describe } from 'vitest';
 import { postgresInvalidation, postgresStore } from '../../adapters/postgres/index.js';
 import { createKeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
-import { refusedPort } from '../support/tcp.js';
 import { randomTable } from '../stores/sql-extras.js';
-import { cliStoreSuite } from './store-suite.js';
+import { cliStoreSuite, unreachable } from './store-suite.js';
 import { observeSubscription } from '../support/bus.js';
 
 const url = serviceUrl('postgres');
@@ -15,14 +14,10 @@ describe.skipIf(!url)('keygate command on PostgreSQL', () => {
   cliStoreSuite({ name: 'PostgreSQL', bus: true }, async () => {
     const table = randomTable('kg_cli');
     const pool = new pg.Pool({ connectionString: url, max: 4 });
-    const down = new URL(url as string);
-    down.port = String(await refusedPort());
-    down.password = 'down-secret-pw';
     return {
       url: url as string,
       args: ['--table', table],
-      downUrl: down.toString(),
-      downSecrets: ['down-secret-pw'],
+      ...(await unreachable(url as string)),
       cleanup: async () => {
         await pool.query(`DROP TABLE IF EXISTS "${table}"`);
         await pool.end();

@@ -6,8 +6,7 @@ import { redisInvalidation, redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager } from '../../src/index.js';
 import { deletePrefix, randomPrefix } from '../support/redis.js';
 import { serviceUrl } from '../support/services.js';
-import { refusedPort } from '../support/tcp.js';
-import { cliStoreSuite } from './store-suite.js';
+import { cliStoreSuite, unreachable } from './store-suite.js';
 import { observeSubscription } from '../support/bus.js';
 import { parsed, runCli } from './support.js';
 
@@ -18,14 +17,10 @@ describe.skipIf(!url)('keygate command on Redis', () => {
     const prefix = randomPrefix('cli');
     const client = new Redis(url as string, { lazyConnect: true, maxRetriesPerRequest: 1 });
     await client.connect();
-    const down = new URL(url as string);
-    down.port = String(await refusedPort());
-    down.password = 'down-secret-pw';
     return {
       url: url as string,
       args: ['--prefix', prefix],
-      downUrl: down.toString(),
-      downSecrets: ['down-secret-pw'],
+      ...(await unreachable(url as string)),
       cleanup: async () => {
         await deletePrefix(client, prefix);
         await client.quit();

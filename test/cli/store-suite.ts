@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ApiKey } from '../../src/index.js';
+import { refusedPort } from '../support/tcp.js';
 import { assertBuilt, type CliRun, occurrences, parsed, type RunOptions, runCli } from './support.js';
 
 /** An ApiKey as `--json` prints it: dates as ISO strings. */
@@ -24,6 +25,16 @@ export interface CliStoreSetup {
    * (PostgreSQL, Redis), to see `--notify` reach it. Resolves with its verify and a stop function.
    */
   server?: (channel: string) => Promise<{ verify(token: string): Promise<boolean>; stop(): Promise<void> }>;
+}
+
+const DOWN_PASSWORD = 'down-secret-pw';
+
+/** `url` moved to a closed port, with a password the suite checks is never printed: spread into a setup. */
+export async function unreachable(url: string): Promise<Pick<CliStoreSetup, 'downUrl' | 'downSecrets'>> {
+  const down = new URL(url);
+  down.port = String(await refusedPort());
+  down.password = DOWN_PASSWORD;
+  return { downUrl: down.toString(), downSecrets: [DOWN_PASSWORD] };
 }
 
 /** A well-formed token for prefix `kg` that no store holds (valid checksum), made by creating and deleting a key. */

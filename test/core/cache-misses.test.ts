@@ -5,54 +5,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { seededTokenSource } from '../../adapters/testing/seeded.js';
 import { VerifyCache } from '../../src/cache.js';
-import {
-  createKeyManager,
-  ValidationError,
-  type InvalidationBus,
-  type InvalidationSubscriber,
-  type KeyManager,
-  type KeyManagerOptions,
-  type KeyRecord,
-  type KeyStore,
-} from '../../src/index.js';
+import { createKeyManager, ValidationError, type KeyManager, type KeyManagerOptions, type KeyStore } from '../../src/index.js';
 import { TOKEN_SOURCE } from '../../src/token.js';
-import { countingStore, DelegatingStore } from '../support/counting-store.js';
+import { localBus } from '../support/bus.js';
+import { countingStore, DelegatingStore, HeldStore } from '../support/counting-store.js';
 import { forgedToken } from '../support/forged-tokens.js';
-
-/** A MemoryStore that only answers asynchronously, whose lookups can be held until released. */
-class HeldStore extends DelegatingStore {
-  private gate: Promise<void> | null = null;
-  private open: (() => void) | null = null;
-
-  hold(): void {
-    this.gate = new Promise((resolve) => (this.open = resolve));
-  }
-
-  release(): void {
-    this.open?.();
-    this.gate = null;
-  }
-
-  override async findByDigest(digest: string): Promise<KeyRecord | null> {
-    const record = await this.inner.findByDigest(digest);
-    if (this.gate) await this.gate;
-    return record;
-  }
-}
-
-/** A bus between managers in this process. */
-function localBus(): InvalidationBus {
-  const subscribers = new Set<InvalidationSubscriber>();
-  return {
-    async publish(keyId) {
-      for (const s of subscribers) s.invalidate(keyId);
-    },
-    async subscribe(subscriber) {
-      subscribers.add(subscriber);
-      return async () => void subscribers.delete(subscriber);
-    },
-  };
-}
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -163,7 +120,7 @@ describe('remembered misses', () => {
 
   it('a key rotated to a token remembered as a miss is found at once, here and on other instances', async () => {
     const store = new DelegatingStore();
-    const bus = localBus();
+    const { bus } = localBus();
     // Both managers issue the same seeded sequence; a takes the first token, so its rotation issues the second.
     const seed = `rotated-${randomBytes(4).toString('hex')}`;
     const source = seededTokenSource(seed);

@@ -4,70 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { sampleRecord } from '../../adapters/testing/records.js';
 import { VerifyCache } from '../../src/cache.js';
-import {
-  createKeyManager,
-  ValidationError,
-  type InvalidationBus,
-  type InvalidationSubscriber,
-  type KeyManager,
-  type KeyManagerOptions,
-  type KeyRecord,
-  type KeyStore,
-} from '../../src/index.js';
-import { DelegatingStore } from '../support/counting-store.js';
-
-/** A MemoryStore that counts verify lookups and can hold them until released. */
-class CountingStore extends DelegatingStore {
-  lookups = 0;
-  private gate: Promise<void> | null = null;
-  private open: (() => void) | null = null;
-
-  /** Lookups started from now on wait until `release()`. */
-  hold(): void {
-    this.gate = new Promise((resolve) => (this.open = resolve));
-  }
-
-  release(): void {
-    this.open?.();
-    this.gate = null;
-  }
-
-  override async findByDigest(digest: string): Promise<KeyRecord | null> {
-    this.lookups++;
-    const record = await this.inner.findByDigest(digest);
-    if (this.gate) await this.gate;
-    return record;
-  }
-}
-
-/** An invalidation bus inside this process, whose subscription can be held back or made to fail. */
-function localBus() {
-  const subscribers = new Set<InvalidationSubscriber>();
-  let gate: Promise<void> = Promise.resolve();
-  let open: () => void = () => {};
-  let failSubscribe: Error | null = null;
-  let failPublish: Error | null = null;
-  const bus: InvalidationBus = {
-    async publish(keyId) {
-      if (failPublish) throw failPublish;
-      for (const s of subscribers) s.invalidate(keyId);
-    },
-    async subscribe(subscriber) {
-      await gate;
-      if (failSubscribe) throw failSubscribe;
-      subscribers.add(subscriber);
-      return async () => void subscribers.delete(subscriber);
-    },
-  };
-  return {
-    bus,
-    subscribers,
-    holdSubscriptions: () => void (gate = new Promise((resolve) => (open = resolve))),
-    releaseSubscriptions: () => open(),
-    failSubscribe: (error: Error) => void (failSubscribe = error),
-    failPublish: (error: Error | null) => void (failPublish = error),
-  };
-}
+import { createKeyManager, ValidationError, type KeyManager, type KeyManagerOptions, type KeyStore } from '../../src/index.js';
+import { localBus } from '../support/bus.js';
+import { HeldStore as CountingStore } from '../support/counting-store.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,7 +1,9 @@
 // Keys in every state a guard must tell apart, and the table of what each one gets in every framework.
 
+import { expect } from 'vitest';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, type KeyEvent, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
+import type { Reply } from './client.js';
 
 const HOUR = 3_600_000;
 
@@ -93,6 +95,9 @@ export const KEY_STATE_TABLE: readonly Row[] = [
 /** How a token travels. */
 export type Carrier = 'bearer' | 'x-api-key' | 'basic-user' | 'basic-password';
 
+/** Every carrier, for tests that run once per carrier. */
+export const CARRIERS: readonly Carrier[] = ['bearer', 'x-api-key', 'basic-user', 'basic-password'];
+
 export function carry(carrier: Carrier, token: string): Record<string, string> {
   switch (carrier) {
     case 'bearer':
@@ -108,3 +113,38 @@ export function carry(carrier: Carrier, token: string): Record<string, string> {
 
 /** The one body every bad key gets when reasons are not exposed. */
 export const INVALID_KEY_BODY = { error: { code: 'invalid_api_key', message: 'A valid API key is required.' } };
+
+/**
+ * Checks a reply against a row of the table: status, body, `www-authenticate`, and on errors the
+ * content type (`toBe` for a string, `toMatch` for a RegExp; Nest sets the charset, the others vary).
+ */
+export function expectOutcome(
+  reply: Reply,
+  expected: Expected,
+  states: KeyStates,
+  exposeReasons: boolean,
+  contentType: string | RegExp = /^application\/json/,
+): void {
+  expect(reply.status).toBe(expected.status);
+  if (expected.status === 200) {
+    expect(reply.json).toEqual({ keyId: expected.keyId === 'valid' ? states.validId : states.editId });
+    return;
+  }
+  if (typeof contentType === 'string') {
+    expect(reply.headers['content-type']).toBe(contentType);
+  } else {
+    expect(reply.headers['content-type']).toMatch(contentType);
+  }
+  if (expected.status === 401) {
+    expect(reply.headers['www-authenticate']).toBe('Bearer');
+    if (exposeReasons) {
+      expect(reply.json).toMatchObject({ error: { code: 'invalid_api_key', reason: expected.reason } });
+    } else {
+      expect(reply.json).toEqual(INVALID_KEY_BODY);
+    }
+    return;
+  }
+  expect(reply.headers['www-authenticate']).toBeUndefined();
+  expect(reply.json).toMatchObject({ error: { code: expected.code } });
+  expect((reply.json as { error: { reason?: string } }).error.reason).toBeUndefined();
+}

@@ -2,31 +2,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRAMEWORKS, APP_ERROR, type RunningApp } from './apps.js';
-import type { Reply } from './client.js';
-import { carry, createKeyStates, INVALID_KEY_BODY, KEY_STATE_TABLE, type Carrier, type Expected, type KeyStates } from './fixtures.js';
-
-const CARRIERS: readonly Carrier[] = ['bearer', 'x-api-key', 'basic-user', 'basic-password'];
-
-function expectOutcome(reply: Reply, expected: Expected, states: KeyStates, exposeReasons: boolean): void {
-  expect(reply.status).toBe(expected.status);
-  if (expected.status === 200) {
-    expect(reply.json).toEqual({ keyId: expected.keyId === 'valid' ? states.validId : states.editId });
-    return;
-  }
-  expect(reply.headers['content-type']).toMatch(/^application\/json/);
-  if (expected.status === 401) {
-    expect(reply.headers['www-authenticate']).toBe('Bearer');
-    if (exposeReasons) {
-      expect(reply.json).toMatchObject({ error: { code: 'invalid_api_key', reason: expected.reason } });
-    } else {
-      expect(reply.json).toEqual(INVALID_KEY_BODY);
-    }
-    return;
-  }
-  expect(reply.headers['www-authenticate']).toBeUndefined();
-  expect(reply.json).toMatchObject({ error: { code: expected.code } });
-  expect((reply.json as { error: { reason?: string } }).error.reason).toBeUndefined();
-}
+import { CARRIERS, carry, createKeyStates, expectOutcome, INVALID_KEY_BODY, KEY_STATE_TABLE, type KeyStates } from './fixtures.js';
 
 describe.each(FRAMEWORKS)('$name guard', (framework) => {
   let states: KeyStates;

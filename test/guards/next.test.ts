@@ -10,9 +10,8 @@ import type { ApiKey } from '../../src/types.js';
 import { brokenStore } from '../support/counting-store.js';
 import { FRAMEWORKS, type RunningApp } from './apps.js';
 import type { Reply } from './client.js';
-import { type Carrier, carry, createKeyStates, KEY_STATE_TABLE, type KeyStates } from './fixtures.js';
+import { CARRIERS, carry, createKeyStates, KEY_STATE_TABLE, type KeyStates } from './fixtures.js';
 
-const CARRIERS: readonly Carrier[] = ['bearer', 'x-api-key', 'basic-user', 'basic-password'];
 const express = FRAMEWORKS.find((f) => f.name === 'express 5')!;
 
 /** Next.js's NextRequest, as far as a route handler's type goes: a Request with more on it. */

@@ -7,20 +7,10 @@ import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import type { KeyRecord } from '../../src/store.js';
 import { FRAMEWORKS, type RunningApp } from '../guards/apps.js';
 import { type Reply, sendRawReply } from '../guards/client.js';
-import {
-  carry,
-  createKeyStates,
-  INVALID_KEY_BODY,
-  KEY_STATE_TABLE,
-  type Carrier,
-  type Expected,
-  type KeyStates,
-} from '../guards/fixtures.js';
+import { CARRIERS, carry, createKeyStates, expectOutcome, INVALID_KEY_BODY, KEY_STATE_TABLE, type KeyStates } from '../guards/fixtures.js';
 import { DelegatingStore } from '../support/counting-store.js';
 import { type NestApp, type NestAppSpec, PLATFORMS, type Platform, startNest } from './app.js';
 import type { NestKit } from './kit.js';
-
-const CARRIERS: readonly Carrier[] = ['bearer', 'x-api-key', 'basic-user', 'basic-password'];
 
 /** What Nest answers for an error that is not an HttpException. */
 const NEST_500 = { statusCode: 500, message: 'Internal server error' };
@@ -28,26 +18,8 @@ const NEST_500 = { statusCode: 500, message: 'Internal server error' };
 /** Headers the frameworks set on every response, whoever answers it. */
 const FRAMEWORK_HEADERS = new Set(['date', 'connection', 'keep-alive', 'x-powered-by', 'etag']);
 
-function expectOutcome(reply: Reply, expected: Expected, states: KeyStates, exposeReasons: boolean): void {
-  expect(reply.status).toBe(expected.status);
-  if (expected.status === 200) {
-    expect(reply.json).toEqual({ keyId: expected.keyId === 'valid' ? states.validId : states.editId });
-    return;
-  }
-  expect(reply.headers['content-type']).toBe('application/json; charset=utf-8');
-  if (expected.status === 401) {
-    expect(reply.headers['www-authenticate']).toBe('Bearer');
-    if (exposeReasons) {
-      expect(reply.json).toMatchObject({ error: { code: 'invalid_api_key', reason: expected.reason } });
-    } else {
-      expect(reply.json).toEqual(INVALID_KEY_BODY);
-    }
-    return;
-  }
-  expect(reply.headers['www-authenticate']).toBeUndefined();
-  expect(reply.json).toMatchObject({ error: { code: expected.code } });
-  expect((reply.json as { error: { reason?: string } }).error.reason).toBeUndefined();
-}
+/** The content type Nest sets on every JSON error body. */
+const NEST_JSON = 'application/json; charset=utf-8';
 
 /** The headers of a reply that the guard decides, with their values. */
 function guardHeaders(reply: Reply): Record<string, unknown> {
@@ -119,7 +91,7 @@ export function describeNest(major: '11' | '12', loadKit: () => Promise<NestKit>
           it.each(KEY_STATE_TABLE)('$state -> $expected.status', async (row) => {
             const token = row.token(states.tokens);
             const reply = await app.send({ headers: token === null ? {} : carry(carrier, token) });
-            expectOutcome(reply, row.expected, states, false);
+            expectOutcome(reply, row.expected, states, false, NEST_JSON);
             if (token !== null) {
               expect(reply.text).not.toContain(token);
               expect(JSON.stringify(reply.headers)).not.toContain(token);
@@ -130,15 +102,15 @@ export function describeNest(major: '11' | '12', loadKit: () => Promise<NestKit>
         it.each(KEY_STATE_TABLE)('with exposeReasons: $state -> $expected.status and its reason', async (row) => {
           const token = row.token(states.tokens);
           const reply = await exposing.send({ headers: token === null ? {} : carry('bearer', token) });
-          expectOutcome(reply, row.expected, states, true);
+          expectOutcome(reply, row.expected, states, true, NEST_JSON);
         });
 
         it('refuses two different keys in two carriers as malformed, accepts the same key twice', async () => {
           const { valid, edit } = states.tokens;
           const same = await app.send({ headers: { ...carry('bearer', valid), 'x-api-key': valid } });
-          expectOutcome(same, { status: 200, keyId: 'valid' }, states, false);
+          expectOutcome(same, { status: 200, keyId: 'valid' }, states, false, NEST_JSON);
           const different = await exposing.send({ headers: { ...carry('bearer', valid), 'x-api-key': edit } });
-          expectOutcome(different, { status: 401, reason: 'MALFORMED' }, states, true);
+          expectOutcome(different, { status: 401, reason: 'MALFORMED' }, states, true, NEST_JSON);
         });
 
         it('reports every decision through onEvent with the socket address, never the token', async () => {

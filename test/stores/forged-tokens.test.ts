@@ -1,17 +1,14 @@
 // Forged well-formed tokens against the verify cache over real stores: each costs a lookup, none pushes a cached key out.
 
 import Database from 'better-sqlite3';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { postgresStore } from '../../adapters/postgres/index.js';
-import { redisStore } from '../../adapters/redis/index.js';
 import { sqliteStore } from '../../adapters/sqlite/index.js';
 import { createKeyManager, type KeyManager, type KeyStore } from '../../src/index.js';
 import { countingStore } from '../support/counting-store.js';
 import { forgedToken } from '../support/forged-tokens.js';
-import { closeRedis, connectRedis, deletePrefix, randomPrefix } from '../support/redis.js';
+import { redisPrefixStore } from '../support/redis.js';
 import { serviceUrl } from '../support/services.js';
-import { randomTable } from './sql-extras.js';
+import { postgresTableStore } from './sql-servers.js';
 
 const WARM = 100;
 const FORGED = 100_000;
@@ -41,34 +38,16 @@ const FIXTURES: Array<{ name: string; enabled: boolean; open(): Promise<Fixture>
     name: 'PostgreSQL',
     enabled: postgresUrl !== undefined,
     async open() {
-      const pool = new pg.Pool({ connectionString: postgresUrl, max: 8 });
-      const table = randomTable();
-      const store = postgresStore(pool, { table });
-      await store.migrate();
-      return {
-        store,
-        parallel: 32,
-        cleanup: async () => {
-          await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-          await pool.end();
-        },
-      };
+      const { store, cleanup } = await postgresTableStore(postgresUrl as string, 8);
+      return { store, parallel: 32, cleanup };
     },
   },
   {
     name: 'Redis',
     enabled: redisUrl !== undefined,
     async open() {
-      const client = await connectRedis('ioredis@6', redisUrl as string);
-      const prefix = randomPrefix('forged');
-      return {
-        store: redisStore(client, { prefix }),
-        parallel: 32,
-        cleanup: async () => {
-          await deletePrefix(client, prefix);
-          await closeRedis(client);
-        },
-      };
+      const { store, cleanup } = await redisPrefixStore('ioredis@6', redisUrl as string, 'forged');
+      return { store, parallel: 32, cleanup };
     },
   },
 ];

@@ -2,12 +2,7 @@
 
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import mysql from 'mysql2/promise';
-import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { mysqlStore } from '../../adapters/mysql/index.js';
-import { postgresStore } from '../../adapters/postgres/index.js';
-import { redisStore } from '../../adapters/redis/index.js';
 import { sqliteStore } from '../../adapters/sqlite/index.js';
 import {
   createKeyManager,
@@ -17,9 +12,10 @@ import {
   type VerifyCacheOptions,
   type VerifyOptions,
 } from '../../src/index.js';
-import { closeRedis, connectRedis, deletePrefix, randomPrefix, rawCommand } from '../support/redis.js';
+import { rawCommand, redisPrefixStore } from '../support/redis.js';
 import { serviceUrl } from '../support/services.js';
 import { randomTable } from './sql-extras.js';
+import { mysqlTableStore, postgresTableStore } from './sql-servers.js';
 
 interface Fixture {
   store: KeyStore;
@@ -54,17 +50,11 @@ const FIXTURES: Array<{ name: string; enabled: boolean; open(): Promise<Fixture>
     name: 'PostgreSQL',
     enabled: postgresUrl !== undefined,
     async open() {
-      const pool = new pg.Pool({ connectionString: postgresUrl, max: 4 });
-      const table = randomTable();
-      const store = postgresStore(pool, { table });
-      await store.migrate();
+      const { pool, table, store, cleanup } = await postgresTableStore(postgresUrl as string, 4);
       return {
         store,
         corruptMetadata: async (id) => void (await pool.query(`UPDATE "${table}" SET metadata = $1 WHERE id = $2`, [BROKEN, id])),
-        cleanup: async () => {
-          await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-          await pool.end();
-        },
+        cleanup,
       };
     },
   },
@@ -72,17 +62,11 @@ const FIXTURES: Array<{ name: string; enabled: boolean; open(): Promise<Fixture>
     name: 'MySQL',
     enabled: mysqlUrl !== undefined,
     async open() {
-      const pool = mysql.createPool({ uri: mysqlUrl, connectionLimit: 4 });
-      const table = randomTable();
-      const store = mysqlStore(pool, { table });
-      await store.migrate();
+      const { pool, table, store, cleanup } = await mysqlTableStore(mysqlUrl as string, 4);
       return {
         store,
         corruptMetadata: async (id) => void (await pool.execute(`UPDATE \`${table}\` SET metadata = ? WHERE id = ?`, [BROKEN, id])),
-        cleanup: async () => {
-          await pool.query(`DROP TABLE IF EXISTS \`${table}\``);
-          await pool.end();
-        },
+        cleanup,
       };
     },
   },
@@ -90,10 +74,9 @@ const FIXTURES: Array<{ name: string; enabled: boolean; open(): Promise<Fixture>
     name: 'Redis',
     enabled: redisUrl !== undefined,
     async open() {
-      const client = await connectRedis('ioredis@6', redisUrl as string);
-      const prefix = randomPrefix('metadata');
+      const { client, prefix, store, cleanup } = await redisPrefixStore('ioredis@6', redisUrl as string, 'metadata');
       return {
-        store: redisStore(client, { prefix }),
+        store,
         async corruptMetadata(id) {
           const key = `${prefix}k:${id}`;
           const json = String(await rawCommand(client, ['HGET', key, 'r']));
@@ -101,10 +84,7 @@ const FIXTURES: Array<{ name: string; enabled: boolean; open(): Promise<Fixture>
           if (broken === json) throw new Error('the stored record has no metadata where expected');
           await rawCommand(client, ['HSET', key, 'r', broken]);
         },
-        cleanup: async () => {
-          await deletePrefix(client, prefix);
-          await closeRedis(client);
-        },
+        cleanup,
       };
     },
   },
@@ -200,9 +180,8 @@ for (const fixture of FIXTURES) {
 
 describe.skipIf(redisUrl === undefined)('Redis records in another field order', () => {
   it('are read whole, metadata included', async () => {
-    const client = await connectRedis('ioredis@6', redisUrl as string);
-    const prefix = randomPrefix('order');
-    const keys = createKeyManager({ store: redisStore(client, { prefix }) });
+    const { client, prefix, store, cleanup } = await redisPrefixStore('ioredis@6', redisUrl as string, 'order');
+    const keys = createKeyManager({ store });
     try {
       const metadata = { version: 7, metadata: { version: 8 } };
       const { key, token } = await keys.create({ name: 'reordered', scopes: ['all'], metadata });
@@ -216,8 +195,7 @@ describe.skipIf(redisUrl === undefined)('Redis records in another field order', 
       expect(await keys.get(key.id)).toEqual({ ...key, metadata });
     } finally {
       await keys.close();
-      await deletePrefix(client, prefix);
-      await closeRedis(client);
+      await cleanup();
     }
   });
 });

@@ -7,6 +7,7 @@ import type { SqlValue } from '../../adapters/sql/index.js';
 import { createKeyManager, ValidationError, type KeyRecord } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
+import { mysqlTableStore } from './sql-servers.js';
 import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 const url = serviceUrl('mysql');
@@ -15,17 +16,11 @@ describe.skipIf(!url)('MySQL', () => {
   storeContractSuite(
     { describe, it, beforeAll, afterAll },
     async () => {
-      const pool = mysql.createPool({ uri: url, connectionLimit: 10 });
-      const table = randomTable();
-      const store = mysqlStore(pool, { table });
-      await store.migrate();
+      const { pool, table, store, cleanup } = await mysqlTableStore(url as string, 10);
       return {
         store,
         dump: async () => rowsAsText((await pool.query(`SELECT * FROM \`${table}\``))[0] as Record<string, unknown>[]),
-        cleanup: async () => {
-          await pool.query(`DROP TABLE IF EXISTS \`${table}\``);
-          await pool.end();
-        },
+        cleanup,
       };
     },
     { name: 'MySQL' },

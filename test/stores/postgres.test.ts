@@ -5,6 +5,7 @@ import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQuery
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { serviceUrl } from '../support/services.js';
+import { postgresTableStore } from './sql-servers.js';
 import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 const url = serviceUrl('postgres');
@@ -22,18 +23,8 @@ describe.skipIf(!url)('PostgreSQL', () => {
   storeContractSuite(
     { describe, it, beforeAll, afterAll },
     async () => {
-      const pool = new pg.Pool({ connectionString: url, max: 10 });
-      const table = randomTable();
-      const store = postgresStore(pool, { table });
-      await store.migrate();
-      return {
-        store,
-        dump: async () => rowsAsText((await pool.query(`SELECT * FROM "${table}"`)).rows),
-        cleanup: async () => {
-          await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-          await pool.end();
-        },
-      };
+      const { pool, table, store, cleanup } = await postgresTableStore(url as string, 10);
+      return { store, dump: async () => rowsAsText((await pool.query(`SELECT * FROM "${table}"`)).rows), cleanup };
     },
     { name: 'PostgreSQL' },
   );

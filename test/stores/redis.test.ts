@@ -28,6 +28,7 @@ import {
   randomPrefix,
   rawCommand,
   REDIS_CLIENT_KINDS,
+  redisPrefixStore,
   REDIS_CLIENT_SETUPS,
   setupLabel,
   type AnyRedisClient,
@@ -80,16 +81,8 @@ for (const setup of REDIS_CLIENT_SETUPS) {
     storeContractSuite(
       { describe, it, beforeAll, afterAll },
       async () => {
-        const client = await connectRedis(setup, url as string);
-        const prefix = randomPrefix('contract');
-        return {
-          store: redisStore(client, { prefix }),
-          dump: () => dumpPrefix(client, prefix),
-          cleanup: async () => {
-            await deletePrefix(client, prefix);
-            await closeRedis(client);
-          },
-        };
+        const { client, prefix, store, cleanup } = await redisPrefixStore(setup, url as string, 'contract');
+        return { store, dump: () => dumpPrefix(client, prefix), cleanup };
       },
       { name: `RedisKeyStore (${kind})` },
     );

@@ -1,5 +1,5 @@
 // Test help for invalidation buses, whichever server carries them.
-import type { InvalidationBus } from '../../src/cache.js';
+import type { InvalidationBus, InvalidationSubscriber } from '../../src/cache.js';
 
 /** Wraps a bus so that a test can wait until a manager has subscribed through it. */
 export function observeSubscription(bus: InvalidationBus): { bus: InvalidationBus; subscribed: Promise<void> } {
@@ -16,5 +16,46 @@ export function observeSubscription(bus: InvalidationBus): { bus: InvalidationBu
         return stop;
       },
     },
+  };
+}
+
+/** A bus inside this process, and the handles a test uses to hold back or fail its calls. */
+export interface LocalBus {
+  bus: InvalidationBus;
+  subscribers: Set<InvalidationSubscriber>;
+  /** Subscriptions made from now on wait until `releaseSubscriptions()`. */
+  holdSubscriptions: () => void;
+  releaseSubscriptions: () => void;
+  failSubscribe: (error: Error) => void;
+  /** `null` makes publishing succeed again. */
+  failPublish: (error: Error | null) => void;
+}
+
+/** An invalidation bus inside this process, whose subscription can be held back or made to fail. */
+export function localBus(): LocalBus {
+  const subscribers = new Set<InvalidationSubscriber>();
+  let gate: Promise<void> = Promise.resolve();
+  let open: () => void = () => {};
+  let failSubscribe: Error | null = null;
+  let failPublish: Error | null = null;
+  const bus: InvalidationBus = {
+    async publish(keyId) {
+      if (failPublish) throw failPublish;
+      for (const s of subscribers) s.invalidate(keyId);
+    },
+    async subscribe(subscriber) {
+      await gate;
+      if (failSubscribe) throw failSubscribe;
+      subscribers.add(subscriber);
+      return async () => void subscribers.delete(subscriber);
+    },
+  };
+  return {
+    bus,
+    subscribers,
+    holdSubscriptions: () => void (gate = new Promise((resolve) => (open = resolve))),
+    releaseSubscriptions: () => open(),
+    failSubscribe: (error: Error) => void (failSubscribe = error),
+    failPublish: (error: Error | null) => void (failPublish = error),
   };
 }

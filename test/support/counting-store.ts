@@ -1,4 +1,4 @@
-// KeyStore wrappers for tests: one that only forwards, one that counts calls per method, and stores that fail or hang.
+// KeyStore wrappers for tests: one that only forwards, one that counts calls per method, one that holds lookups, and stores that fail or hang.
 import { memoryStore } from '../../adapters/memory/index.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/index.js';
 
@@ -65,5 +65,29 @@ export class DelegatingStore implements KeyStore {
   }
   touch(entries: readonly TouchEntry[]): Promise<void> {
     return this.inner.touch(entries);
+  }
+}
+
+/** An asynchronous MemoryStore that counts verify lookups and can hold them until released. */
+export class HeldStore extends DelegatingStore {
+  lookups = 0;
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+
+  /** Lookups started from now on wait until `release()`. */
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+
+  release(): void {
+    this.open?.();
+    this.gate = null;
+  }
+
+  override async findByDigest(digest: string): Promise<KeyRecord | null> {
+    this.lookups++;
+    const record = await this.inner.findByDigest(digest);
+    if (this.gate) await this.gate;
+    return record;
   }
 }

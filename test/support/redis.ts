@@ -6,6 +6,7 @@ import { Redis as IoRedis5 } from 'ioredis5';
 import { createClient as createClient6 } from 'redis';
 import { createClient as createClient4 } from 'redis4';
 import { createClient as createClient5 } from 'redis5';
+import { redisStore, type RedisStore } from '../../adapters/redis/index.js';
 export { observeSubscription } from './bus.js';
 
 /** The client libraries and majors the Redis adapters are tested with. */
@@ -205,4 +206,23 @@ export async function dumpPrefix(client: AnyRedisClient, prefix: string): Promis
 export async function deletePrefix(client: AnyRedisClient, prefix: string): Promise<void> {
   const keys = await keysUnder(client, prefix);
   for (let i = 0; i < keys.length; i += 500) await rawCommand(client, ['UNLINK', ...keys.slice(i, i + 500)]);
+}
+
+/** A store on a random key prefix through a new client of `setup`; `cleanup` deletes the keys and closes the client. */
+export async function redisPrefixStore(
+  setup: RedisClientSetup,
+  url: string,
+  label: string,
+): Promise<{ client: AnyRedisClient; prefix: string; store: RedisStore; cleanup(): Promise<void> }> {
+  const client = await connectRedis(setup, url);
+  const prefix = randomPrefix(label);
+  return {
+    client,
+    prefix,
+    store: redisStore(client, { prefix }),
+    cleanup: async () => {
+      await deletePrefix(client, prefix);
+      await closeRedis(client);
+    },
+  };
 }
