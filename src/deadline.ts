@@ -1,48 +1,97 @@
-// Bounds every store call by one timeout, with one timer for all calls in flight.
+// Bounds every store call by one timeout, with one timer for all calls in flight, and sheds calls while the store fails.
 
-import { isKeygateError, type KeygateError, StoreUnavailableError } from './errors.js';
+import { Breaker, type BreakerOptions } from './breaker.js';
+import { isKeygateError, type KeygateError, StoreOutcomeUnknownError, StoreUnavailableError } from './errors.js';
+
+/** How one store call is run. */
+export interface CallOptions {
+  /**
+   * The call writes: when it fails without a clear "not applied" (no answer in time, a broken
+   * connection), it rejects with StoreOutcomeUnknownError instead of StoreUnavailableError.
+   */
+  write?: boolean;
+  /**
+   * Called once when a call the manager stopped waiting for (its deadline passed, or it failed
+   * with an unknown outcome) finally settles: `true` when the store answered, `false` when it
+   * failed. Never called for a call that settled in time.
+   */
+  late?: (answered: boolean) => void;
+  /** Whether the breaker may refuse the call and counts its outcome. @default true */
+  shed?: boolean;
+}
 
 interface Pending {
   readonly deadline: number;
   readonly operation: string;
+  readonly write: boolean;
+  readonly trial: boolean;
   reject: ((error: unknown) => void) | null;
 }
 
 /**
  * Runs store calls with a deadline. Every call has the same timeout, so deadlines arrive in call
- * order: a FIFO queue and a single timer replace a timer per call on the verify path.
+ * order: a FIFO queue and a single timer replace a timer per call on the verify path. A breaker
+ * decides which calls may reach the store at all.
  */
 export class Deadlines {
   private queue: Pending[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | null = null;
+  private readonly breaker: Breaker | null;
 
-  constructor(private readonly timeoutMs: number) {}
+  constructor(
+    private readonly timeoutMs: number,
+    breaker: BreakerOptions | false | undefined = undefined,
+    now: () => number = Date.now,
+  ) {
+    this.breaker = breaker === false ? null : new Breaker(breaker, now);
+  }
 
-  /** Runs `call`; rejects with StoreUnavailableError when it fails or outlives the timeout. */
-  run<T>(operation: string, call: () => Promise<T>): Promise<T> {
+  /** Whether the breaker is open: store calls fail at once, but for one trial call every `retryMs`. */
+  get shedding(): boolean {
+    return this.breaker?.open ?? false;
+  }
+
+  /** Runs `call`; rejects with StoreUnavailableError when it fails, outlives the timeout or is not sent. */
+  run<T>(operation: string, call: () => Promise<T>, options: CallOptions = {}): Promise<T> {
+    const breaker = options.shed === false ? null : this.breaker;
+    const admitted = breaker ? breaker.admit() : { trial: false };
+    if (typeof admitted === 'string') return Promise.reject(new StoreUnavailableError(operation, admitted));
+    const { trial } = admitted;
     let promise: Promise<T>;
     try {
       promise = call();
     } catch (error) {
-      return Promise.reject(unavailable(operation, error));
+      // Thrown before anything was sent: a plain failure, even for a write.
+      breaker?.settled(trial, !isOnPurpose(operation, error), false);
+      return Promise.reject(unavailable(operation, error, false));
     }
+    const write = options.write === true;
     return new Promise<T>((resolve, reject) => {
-      const pending: Pending = { deadline: Date.now() + this.timeoutMs, operation, reject };
+      const pending: Pending = { deadline: Date.now() + this.timeoutMs, operation, write, trial, reject };
       this.queue.push(pending);
       if (this.timer === null) this.arm(this.timeoutMs);
       promise.then(
         (value) => {
-          if (pending.reject === null) return;
+          breaker?.settled(trial, false, pending.reject === null);
+          if (pending.reject === null) {
+            options.late?.(true);
+            return;
+          }
           pending.reject = null;
           this.settleHead();
           resolve(value);
         },
         (error: unknown) => {
-          if (pending.reject === null) return;
+          const failure = !isOnPurpose(operation, error);
+          breaker?.settled(trial, failure, pending.reject === null);
+          if (pending.reject === null) {
+            options.late?.(!failure);
+            return;
+          }
           pending.reject = null;
           this.settleHead();
-          reject(unavailable(operation, error));
+          reject(unavailable(operation, error, write));
         },
       );
     });
@@ -74,7 +123,11 @@ export class Deadlines {
         if (pending.deadline > now) break;
         const reject = pending.reject;
         pending.reject = null;
-        reject(new StoreUnavailableError(pending.operation, `no answer within ${this.timeoutMs} ms`));
+        this.breaker?.expired(pending.trial);
+        const reason = `no answer within ${this.timeoutMs} ms`;
+        reject(
+          pending.write ? new StoreOutcomeUnknownError(pending.operation, reason) : new StoreUnavailableError(pending.operation, reason),
+        );
       }
       this.head++;
     }
@@ -93,6 +146,23 @@ const ON_PURPOSE: Readonly<Record<string, ReadonlySet<string>>> = {
   STORE_CONFLICT: new Set(['insert', 'update']),
   VALIDATION_FAILED: new Set(['insert', 'update', 'list', 'findById', 'delete']),
 };
+
+/** Whether `error` is one the store raised on purpose for this call, which keeps its meaning. */
+function isOnPurpose(operation: string, error: unknown): boolean {
+  return isKeygateError(error) && ON_PURPOSE[error.code]?.has(operation) === true;
+}
+
+/**
+ * Socket errors that mean no connection was made, so nothing was sent: a write that failed with
+ * one of them (or a StoreUnavailableError caused by one) was not applied.
+ */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOTCONN']);
+
+function notSent(error: unknown): boolean {
+  if (error === null || typeof error !== 'object') return false;
+  const { code } = error as { code?: unknown };
+  return typeof code === 'string' && NOT_CONNECTED.has(code);
+}
 
 /** How StoreUnavailableError starts its message, stripped when a store's own one is wrapped again. */
 const UNAVAILABLE_PREFIX = /^Key store unavailable during [^:]*: /;
@@ -116,14 +186,17 @@ function scrub(text: string): string {
  * sent (ioredis `command.args` holds `{prefix}d:<digest>`, pg `detail` the failing row), so the
  * original never travels on: logging the error logs nothing secret.
  */
-function unavailable(operation: string, error: unknown): KeygateError {
-  if (isKeygateError(error) && ON_PURPOSE[error.code]?.has(operation)) return error;
+function unavailable(operation: string, error: unknown, write: boolean): KeygateError {
+  if (isOnPurpose(operation, error)) return error as KeygateError;
   // A store's own StoreUnavailableError is rebuilt too, so that its cause is made safe as well.
   const ownError = isKeygateError(error) && error.code === 'STORE_UNAVAILABLE';
   const source = ownError ? (error as Error).cause : error;
   const message = ownError ? (error as Error).message.replace(UNAVAILABLE_PREFIX, '') : messageOf(error);
   const cause = safeCopy(source);
-  return new StoreUnavailableError(operation, scrub(message), cause ? { cause } : undefined);
+  const options = cause ? { cause } : undefined;
+  // A write that failed on its way may still be applied, unless it never left this process.
+  if (write && !notSent(source)) return new StoreOutcomeUnknownError(operation, scrub(message), options);
+  return new StoreUnavailableError(operation, scrub(message), options);
 }
 
 /** The message of a thrown value; an error without one is named by its code or class. */

@@ -36,9 +36,10 @@ export function decide(
 ): VerifyResult {
   if (record === null) return FAILURES.NOT_FOUND;
   if (record.digest !== digest) {
-    // The token of before the last rotation: valid only during its grace period.
+    // The token of before the last rotation: valid during its grace period, or with no end while
+    // that rotation is not confirmed (its new token may never have reached the caller).
     const graceEnd = record.previousDigestExpiresAt;
-    if (record.previousDigest !== digest || graceEnd === null || now >= graceEnd.getTime()) return FAILURES.NOT_FOUND;
+    if (record.previousDigest !== digest || (graceEnd !== null && now >= graceEnd.getTime())) return FAILURES.NOT_FOUND;
   }
   if (!record.active) return FAILURES.INACTIVE;
   if (record.expiresAt !== null && now >= record.expiresAt.getTime()) return FAILURES.EXPIRED;

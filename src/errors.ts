@@ -6,6 +6,7 @@ export type KeygateErrorCode =
   | 'KEY_NOT_FOUND'
   | 'VERSION_CONFLICT'
   | 'STORE_UNAVAILABLE'
+  | 'STORE_OUTCOME_UNKNOWN'
   | 'STORE_CONFLICT'
   | 'MANAGER_CLOSED';
 
@@ -15,6 +16,7 @@ const CODES: Readonly<Record<KeygateErrorCode, true>> = {
   KEY_NOT_FOUND: true,
   VERSION_CONFLICT: true,
   STORE_UNAVAILABLE: true,
+  STORE_OUTCOME_UNKNOWN: true,
   STORE_CONFLICT: true,
   MANAGER_CLOSED: true,
 };
@@ -82,6 +84,21 @@ export class StoreUnavailableError extends KeygateError {
   constructor(operation: string, message: string, options?: { cause?: unknown }) {
     super('STORE_UNAVAILABLE', 503, `Key store unavailable during ${operation}: ${message}`, options);
     this.operation = operation;
+  }
+}
+
+/**
+ * A write was sent to the store, but the store did not confirm it in time (or the connection broke
+ * while it was on its way): it may have been applied, now or later, or not at all. keygate has
+ * already dropped the key from every verify cache, and does so again when the store finally
+ * answers. Every keygate write is safe to repeat: read the key again, or retry the call (a rotate
+ * that may have landed keeps the old token working until a rotation is confirmed, so a retry never
+ * locks the caller out). HTTP 503, like {@link StoreUnavailableError}, of which it is a kind.
+ */
+export class StoreOutcomeUnknownError extends StoreUnavailableError {
+  override readonly code: KeygateErrorCode = 'STORE_OUTCOME_UNKNOWN';
+  constructor(operation: string, reason: string, options?: { cause?: unknown }) {
+    super(operation, `${reason}. The write may or may not have been applied; read the key again, or repeat the call`, options);
   }
 }
 

@@ -2,6 +2,7 @@
 
 export { createKeyManager } from './manager.js';
 export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
+export type { BreakerOptions } from './breaker.js';
 export { b2bWaveScopes, defineScopes } from './scopes.js';
 export type { ScopeCatalog, ScopeInfo, DefineScopesOptions, ScopeActionDefinition } from './scopes.js';
 export { canonicalIp, parseAllowedIps, isIpAllowed, MAX_ALLOWED_IPS } from './ip.js';
@@ -11,6 +12,7 @@ export {
   KeyNotFoundError,
   VersionConflictError,
   StoreUnavailableError,
+  StoreOutcomeUnknownError,
   StoreConflictError,
   ManagerClosedError,
   isKeygateError,

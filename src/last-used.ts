@@ -4,19 +4,26 @@ import type { TouchEntry } from './store.js';
 
 /** The most entries one store call receives. */
 const BATCH_MAX = 1000;
-/** Pending times kept before a flush is forced, whatever the interval. */
+/** Pending times kept before a flush is forced, whatever the interval; past twice this, the oldest are dropped. */
 const PENDING_MAX = 50_000;
 
 /**
  * Collects last-used times per key (the latest wins) and hands them to `write` once per
- * `flushMs`, in batches of at most 1000. A failed write is reported, never retried and never
- * thrown: `lastUsedAt` is best-effort.
+ * `flushMs`, in batches of at most 1000. One flush runs at a time: times that arrive meanwhile
+ * wait for the next one, so an outage never piles flushes up. A failed batch is reported and its
+ * times are kept for the next flush (a touch never moves a time backwards, so writing one twice
+ * is harmless); `lastUsedAt` is best-effort, and a failure never reaches a request.
  */
 export class LastUsedBuffer {
   private pending = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
-  /** The writes in flight, in order. */
-  private flushing: Promise<void> = Promise.resolve();
+  /** The flush in flight, or null, and how many times it writes. */
+  private running: Promise<void> | null = null;
+  private runningSize = 0;
+  /** Whether another flush was asked for while one ran. */
+  private again = false;
+  /** Times given up on: dropped over the bound, or not written when the manager closed. */
+  private droppedCount = 0;
 
   constructor(
     private readonly write: (entries: TouchEntry[]) => Promise<void>,
@@ -26,12 +33,13 @@ export class LastUsedBuffer {
 
   /** Records that key `id` was used at `at` (ms since 1970). */
   touch(id: string, at: number): void {
-    this.pending.set(id, at);
-    if (this.pending.size >= PENDING_MAX) void this.flush();
-    else if (this.timer === null) {
-      this.timer = setTimeout(() => void this.flush(), this.flushMs);
-      this.timer.unref();
+    if (this.pending.size >= 2 * PENDING_MAX && !this.pending.has(id)) {
+      this.droppedCount++;
+      return;
     }
+    this.pending.set(id, at);
+    if (this.pending.size >= PENDING_MAX && this.running === null) void this.flush();
+    else this.arm();
   }
 
   /** Drops the pending time of a deleted key. */
@@ -39,21 +47,107 @@ export class LastUsedBuffer {
     this.pending.delete(id);
   }
 
-  /** Writes every pending time now; resolves when all writes so far are done (or failed). */
+  /** How many times were given up on so far. */
+  get dropped(): number {
+    return this.droppedCount;
+  }
+
+  /** Writes every pending time now; resolves when that is done (or failed, and was reported). */
   flush(): Promise<void> {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.size === 0) return this.flushing;
-    const entries: TouchEntry[] = [];
-    for (const [id, at] of this.pending) entries.push({ id, lastUsedAt: new Date(at) });
+    if (this.running) {
+      // Times that came in after the running flush took its batch go in the next one.
+      this.again = true;
+      return this.running;
+    }
+    if (this.pending.size === 0) return Promise.resolve();
+    const taken = this.pending;
     this.pending = new Map();
-    this.flushing = this.flushing.then(async () => {
-      for (let i = 0; i < entries.length; i += BATCH_MAX) {
-        await this.write(entries.slice(i, i + BATCH_MAX)).catch(this.report);
+    this.runningSize = taken.size;
+    const running = this.writeAll(taken).then(() => {
+      this.running = null;
+      this.runningSize = 0;
+      if (this.again) {
+        this.again = false;
+        return this.flush();
       }
+      if (this.pending.size > 0) this.arm();
     });
-    return this.flushing;
+    this.running = running;
+    return running;
+  }
+
+  /**
+   * The last flush before the manager closes: waits for the flush in flight, then writes what is
+   * left, giving up at `deadline` (ms on the `performance.now()` clock). Resolves with the number
+   * of times that were not written, in this flush or before it.
+   */
+  async close(deadline: number): Promise<number> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const bounded = async (work: Promise<void>): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
+      });
+      const done = await Promise.race([work.then(() => true as const), late]);
+      clearTimeout(timer);
+      return done;
+    };
+    if (this.running && !(await bounded(this.running))) {
+      // The store never answered the flush in flight: its batch and what waits are given up.
+      return this.giveUp(this.runningSize + this.pending.size);
+    }
+    this.again = false;
+    if (this.pending.size === 0) return this.giveUp(0);
+    const taken = this.pending;
+    this.pending = new Map();
+    const finished = await bounded(this.writeAll(taken));
+    return this.giveUp(finished ? this.pending.size : taken.size + this.pending.size);
+  }
+
+  private giveUp(count: number): number {
+    this.droppedCount += count;
+    this.pending = new Map();
+    return this.droppedCount;
+  }
+
+  private arm(): void {
+    if (this.timer !== null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.flush();
+    }, this.flushMs);
+    this.timer.unref();
+  }
+
+  /** Writes `taken` batch by batch; a failed batch goes back to the pending times. */
+  private async writeAll(taken: Map<string, number>): Promise<void> {
+    const entries: TouchEntry[] = [];
+    for (const [id, at] of taken) entries.push({ id, lastUsedAt: new Date(at) });
+    for (let i = 0; i < entries.length; i += BATCH_MAX) {
+      const batch = entries.slice(i, i + BATCH_MAX);
+      try {
+        await this.write(batch);
+      } catch (error) {
+        this.report(error);
+        this.keep(batch);
+      }
+    }
+  }
+
+  /** Puts failed times back, unless a later time came in meanwhile; over the bound, drops them. */
+  private keep(batch: readonly TouchEntry[]): void {
+    for (const { id, lastUsedAt } of batch) {
+      if (this.pending.has(id)) continue;
+      if (this.pending.size >= 2 * PENDING_MAX) {
+        this.droppedCount++;
+        continue;
+      }
+      this.pending.set(id, lastUsedAt.getTime());
+    }
   }
 }

@@ -1,7 +1,7 @@
 // The writes of the key lifecycle: create, update, activate/deactivate, delete and rotate, each a compare-and-set with retries.
 
-import type { Deadlines } from './deadline.js';
-import { KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
+import type { CallOptions, Deadlines } from './deadline.js';
+import { isKeygateError, KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
 import type { Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import type { LastUsedBuffer } from './last-used.js';
@@ -13,8 +13,9 @@ import { hintOf, type TokenSource } from './token.js';
 import type { ApiKey, CreateKeyInput, KeyWithToken, RotateOptions, UpdateKeyInput, UpdateOptions } from './types.js';
 import { checkBoolean, checkDate, checkId, checkMetadata, checkName, checkOwner, checkVersion, checkWholeNumber } from './validate.js';
 
-/** Attempts of a write that lost a compare-and-set race before it gives up with VersionConflictError. */
-const UPDATE_RETRIES = 8;
+/** The first and the longest pause before a write that lost a compare-and-set race tries again, in ms. */
+const RACE_PAUSE_MIN_MS = 2;
+const RACE_PAUSE_MAX_MS = 64;
 const EMPTY: readonly string[] = Object.freeze([]);
 
 /** What the manager's operations share, wired once by createKeyManager. */
@@ -30,6 +31,14 @@ export interface ManagerParts {
   readonly lookup: CachedLookup;
   readonly lastUsed: LastUsedBuffer;
   readonly listeners: Listeners;
+  /** Rotations whose new token was delivered but whose old token's end is not written yet. */
+  readonly confirmations: Confirmations;
+  /** How long a write keeps retrying lost compare-and-set races (`storeTimeoutMs`). */
+  readonly raceBudgetMs: number;
+  /** Verifies waiting for the store, which close() waits for. */
+  remoteVerifies: number;
+  /** Set by close() while it waits for those verifies: called when the last one ends. */
+  verifiesDone: (() => void) | null;
   /** Set by close(); every operation but verify of garbage then throws ManagerClosedError. */
   closed: boolean;
 }
@@ -76,7 +85,12 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     previousDigest: null,
     previousDigestExpiresAt: null,
   };
-  await parts.deadlines.run('insert', () => parts.store.insert(record));
+  await write(
+    parts,
+    'insert',
+    () => parts.store.insert(record),
+    () => parts.lookup.created(record.digest),
+  );
   parts.lookup.created(record.digest);
   parts.listeners.emit({ type: 'created', keyId: record.id, at: createdAt });
   return { key: toApiKey(record), token };
@@ -118,34 +132,169 @@ export async function setActive(parts: ManagerParts, id: string, active: boolean
 export async function deleteKey(parts: ManagerParts, id: string): Promise<boolean> {
   assertOpen(parts);
   checkId(id);
-  const existed = await parts.deadlines.run('delete', () => parts.store.delete(id));
+  const forgotten = async (): Promise<void> => {
+    parts.lastUsed.forget(id);
+    parts.confirmations.forget(id);
+    await parts.lookup.changed(id);
+  };
+  const existed = await write(parts, 'delete', () => parts.store.delete(id), forgotten);
   parts.lastUsed.forget(id);
+  parts.confirmations.forget(id);
   await parts.lookup.changed(id);
   if (existed) parts.listeners.emit({ type: 'deleted', keyId: id, at: new Date(parts.now()) });
   return existed;
 }
 
+/**
+ * Rotation takes two writes, so that no outcome locks the caller out. The first makes the new
+ * token work and keeps the old one working with no end ("until confirmed"); its outcome may be
+ * unknown, and then the old token works whatever happened. The second, once the caller can be
+ * given the new token, ends the old one (now, or after the grace period). If the second cannot be
+ * written, the new token is returned anyway (it works), the failure is reported through `onError`
+ * and the end of the old token is written in the background until the store takes it.
+ */
 export async function rotateKey(parts: ManagerParts, id: string, options: RotateOptions): Promise<KeyWithToken> {
   assertOpen(parts);
   checkId(id);
   const grace = checkWholeNumber('gracePeriodMs', options.gracePeriodMs ?? 0, { min: 0, unit: 'ms' });
   const token = parts.tokens.token(parts.prefix);
   const tokenDigest = parts.digest(token);
-  const record = await writeWithRetry(parts, id, undefined, (current, at) => {
-    let graceEnd: Date | null = grace > 0 ? new Date(at.getTime() + grace) : null;
-    if (graceEnd && current.expiresAt && graceEnd > current.expiresAt) graceEnd = current.expiresAt;
-    if (graceEnd && graceEnd.getTime() <= at.getTime()) graceEnd = null;
+  // A rotation that supersedes one still waiting for its confirmation replaces it.
+  parts.confirmations.forget(id);
+  const staged = await writeWithRetry(parts, id, undefined, (current, at) => ({
+    ...current,
+    hint: hintOf(token, parts.prefix),
+    digest: tokenDigest,
+    // The token a caller holds: the current one, unless the current one comes from a rotation
+    // never confirmed (its caller never got it); then the one kept from before that rotation.
+    previousDigest: keptDigest(current),
+    previousDigestExpiresAt: null,
+    updatedAt: at,
+    version: current.version + 1,
+  }));
+  let graceEnd: Date | null = grace > 0 ? new Date(staged.updatedAt.getTime() + grace) : null;
+  if (graceEnd && staged.expiresAt && graceEnd > staged.expiresAt) graceEnd = staged.expiresAt;
+  if (graceEnd && graceEnd.getTime() <= staged.updatedAt.getTime()) graceEnd = null;
+  const confirmation: Confirmation = { digest: tokenDigest, kept: staged.previousDigest as string, graceEnd };
+  let record = staged;
+  try {
+    record = await confirmRotation(parts, id, confirmation);
+  } catch (error) {
+    // The new token works: deliver it. The old one keeps working until its end is written.
+    parts.listeners.report(error);
+    parts.confirmations.add(id, confirmation);
+    await parts.lookup.changed(id);
+    parts.listeners.emit({ type: 'rotated', keyId: id, at: staged.updatedAt });
+    return { key: toApiKey(staged), token };
+  }
+  return { key: await changed(parts, 'rotated', record), token };
+}
+
+/** What the second write of a rotation sets: the end of the old token. */
+export interface Confirmation {
+  /** The rotation's new token, which must still be the key's current one. */
+  readonly digest: string;
+  /** The digest kept from before the rotation. */
+  readonly kept: string;
+  /** When the old token stops working; `null`: at once. */
+  readonly graceEnd: Date | null;
+}
+
+/** Writes a rotation's second step; the record as written (or as found, when there is nothing left to do). */
+async function confirmRotation(parts: ManagerParts, id: string, confirmation: Confirmation): Promise<KeyRecord> {
+  return writeWithRetry(parts, id, undefined, (current, at) => {
+    // Superseded by another rotation, or already confirmed: nothing to do.
+    if (current.digest !== confirmation.digest || !unconfirmed(current) || current.previousDigest !== confirmation.kept) return null;
+    const ended = confirmation.graceEnd === null || confirmation.graceEnd.getTime() <= at.getTime();
     return {
       ...current,
-      hint: hintOf(token, parts.prefix),
-      digest: tokenDigest,
-      previousDigest: graceEnd ? current.digest : null,
-      previousDigestExpiresAt: graceEnd,
-      updatedAt: at,
+      previousDigest: ended ? null : confirmation.kept,
+      previousDigestExpiresAt: ended ? null : confirmation.graceEnd,
       version: current.version + 1,
     };
   });
-  return { key: await changed(parts, 'rotated', record), token };
+}
+
+/** Whether the record's previous token is kept by a rotation that was never confirmed. */
+function unconfirmed(record: KeyRecord): boolean {
+  return record.previousDigest !== null && record.previousDigestExpiresAt === null;
+}
+
+/** The digest a new rotation keeps working until it is confirmed. */
+function keptDigest(current: KeyRecord): string {
+  return unconfirmed(current) ? (current.previousDigest as string) : current.digest;
+}
+
+/**
+ * Rotations whose old token's end could not be written: retried every `retryMs` until the store
+ * takes them, a newer rotation or the key's deletion replaces them, or the manager closes.
+ */
+export class Confirmations {
+  private readonly waiting = new Map<string, Confirmation>();
+  private timer: NodeJS.Timeout | null = null;
+  private parts: ManagerParts | null = null;
+
+  constructor(private readonly retryMs: number) {}
+
+  /** How many rotations still wait for their confirmation. */
+  get size(): number {
+    return this.waiting.size;
+  }
+
+  bind(parts: ManagerParts): void {
+    this.parts = parts;
+  }
+
+  add(id: string, confirmation: Confirmation): void {
+    this.waiting.set(id, confirmation);
+    this.arm();
+  }
+
+  forget(id: string): void {
+    this.waiting.delete(id);
+  }
+
+  /** Tries every waiting confirmation once; resolves when all tries are done. */
+  async retry(): Promise<void> {
+    const parts = this.parts;
+    if (!parts) return;
+    await Promise.all(
+      [...this.waiting].map(async ([id, confirmation]) => {
+        try {
+          await confirmRotation(parts, id, confirmation);
+        } catch (error) {
+          // Gone: nothing left to end. Anything else: the next round tries again.
+          if (!(isKeygateError(error) && error.code === 'KEY_NOT_FOUND')) {
+            parts.listeners.report(error);
+            return;
+          }
+        }
+        if (this.waiting.get(id) !== confirmation) return;
+        this.waiting.delete(id);
+        await parts.lookup.changed(id);
+      }),
+    );
+  }
+
+  /** Stops retrying; the rotations still waiting are returned (their old tokens stay valid). */
+  stop(): number {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const dropped = this.waiting.size;
+    this.waiting.clear();
+    return dropped;
+  }
+
+  private arm(): void {
+    if (this.timer !== null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.retry().then(() => {
+        if (this.waiting.size > 0 && !this.parts?.closed) this.arm();
+      });
+    }, this.retryMs);
+    this.timer.unref();
+  }
 }
 
 /** After a write: drops the key from every cache, emits the event, returns the public view. */
@@ -156,9 +305,26 @@ async function changed(parts: ManagerParts, type: 'updated' | 'activated' | 'dea
 }
 
 /**
+ * Runs a store write. When its outcome is unknown (StoreOutcomeUnknownError: sent, but not
+ * confirmed), `unknown` runs at once, so that no cache keeps the old state on the strength of a
+ * write reported as failed, and again if the store answers the abandoned call later on.
+ */
+async function write<T>(parts: ManagerParts, operation: string, call: () => Promise<T>, unknown: () => unknown): Promise<T> {
+  const options: CallOptions = { write: true, late: () => void unknown() };
+  try {
+    return await parts.deadlines.run(operation, call, options);
+  } catch (error) {
+    if (isKeygateError(error) && error.code === 'STORE_OUTCOME_UNKNOWN') await unknown();
+    throw error;
+  }
+}
+
+/**
  * Reads the key, applies `change` and writes it back if nobody wrote it meanwhile (compare-and-set
- * on `version`); on a lost race, reads again and re-applies, up to UPDATE_RETRIES times. With
- * `expectedVersion`, the first race is final. `change` returns `null` when there is nothing to do.
+ * on `version`). A lost race reads again and re-applies after a short random pause, growing with
+ * every loss, until `raceBudgetMs` has passed: concurrent edits are applied one after another.
+ * With `expectedVersion`, the first race is final. `change` returns `null` when there is nothing
+ * to do.
  */
 async function writeWithRetry(
   parts: ManagerParts,
@@ -167,6 +333,8 @@ async function writeWithRetry(
   change: (current: KeyRecord, at: Date) => KeyRecord | null,
 ): Promise<KeyRecord> {
   const { store, deadlines } = parts;
+  const started = performance.now();
+  const unknown = () => parts.lookup.changed(id);
   for (let attempt = 0; ; attempt++) {
     const current = await deadlines.run('findById', () => store.findById(id));
     if (!current) throw new KeyNotFoundError(id);
@@ -175,11 +343,14 @@ async function writeWithRetry(
     }
     const next = change(current, new Date(parts.now()));
     if (next === null) return current;
-    if (await deadlines.run('update', () => store.update(next, current.version))) return next;
-    if (expectedVersion !== undefined || attempt >= UPDATE_RETRIES) {
+    if (await write(parts, 'update', () => store.update(next, current.version), unknown)) return next;
+    if (expectedVersion !== undefined || performance.now() - started >= parts.raceBudgetMs) {
       const latest = await deadlines.run('findById', () => store.findById(id));
       if (!latest) throw new KeyNotFoundError(id);
       throw new VersionConflictError(id, expectedVersion ?? current.version, latest.version);
     }
+    // Full jitter: contenders spread out instead of colliding again in step.
+    const ceiling = Math.min(RACE_PAUSE_MAX_MS, RACE_PAUSE_MIN_MS * 2 ** attempt);
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
   }
 }

@@ -59,7 +59,7 @@ export class CachedLookup {
   async changed(keyId: string): Promise<void> {
     this.cache?.invalidate(keyId);
     const bus = this.bus;
-    if (bus) await this.deadlines.run('invalidation.publish', () => bus.publish(keyId)).catch(this.report);
+    if (bus) await this.deadlines.run('invalidation.publish', () => bus.publish(keyId), { shed: false }).catch(this.report);
   }
 
   /** Stops the subscription (one still connecting is stopped when it completes) and empties the cache. */

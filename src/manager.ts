@@ -1,14 +1,15 @@
 // createKeyManager(): wires the parts (lookup, rules, last-used buffer, lifecycle writes) into the public KeyManager.
 
 import type { KeyObject } from 'node:crypto';
+import type { BreakerOptions } from './breaker.js';
 import type { InvalidationBus, VerifyCacheOptions } from './cache.js';
 import { decide, FAILURES } from './decide.js';
 import { Deadlines } from './deadline.js';
-import { ValidationError } from './errors.js';
+import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type KeyEvent, Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import { LastUsedBuffer } from './last-used.js';
-import { assertOpen, createKey, deleteKey, type ManagerParts, rotateKey, setActive, updateKey } from './lifecycle.js';
+import { assertOpen, Confirmations, createKey, deleteKey, type ManagerParts, rotateKey, setActive, updateKey } from './lifecycle.js';
 import { CachedLookup } from './lookup.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
@@ -53,8 +54,20 @@ export interface KeyManagerOptions {
   cache?: VerifyCacheOptions | false | undefined;
   /** Tells other instances which key changed, so their caches drop it at once. @default none */
   invalidation?: InvalidationBus | undefined;
-  /** Every store call is bounded; past it, `StoreUnavailableError`. @default 2000 */
+  /**
+   * Every store call is bounded; past it, `StoreUnavailableError` (for a write,
+   * `StoreOutcomeUnknownError`). A write that loses a race with another writer retries for this
+   * long too, and `close()` finishes within it plus a small margin.
+   * @default 2000
+   */
   storeTimeoutMs?: number | undefined;
+  /**
+   * Sheds load while the store fails: after `failures` failed calls in a row, calls fail at once
+   * (503) but for one trial every `retryMs`, and never more than `maxPending` calls wait on the
+   * store. `false` turns it off (see docs/faults.md).
+   * @default { failures: 5, retryMs: 500, maxPending: 1000 }
+   */
+  breaker?: BreakerOptions | false | undefined;
   /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
   lastUsedFlushMs?: number | undefined;
   /** Receives every lifecycle and verify event. A throwing listener is ignored. */
@@ -90,11 +103,21 @@ export interface KeyManager {
   verify(token: unknown, options?: VerifyOptions): Promise<VerifyResult>;
   /** Writes pending `lastUsedAt` times now. */
   flush(): Promise<void>;
-  /** Flushes, stops background work and the bus subscription. The store and its client stay open. */
+  /**
+   * Stops the manager: waits for verifies in flight, writes their `lastUsedAt` times with the
+   * others still pending, stops background work and the bus subscription. Finishes within
+   * `storeTimeoutMs` plus a small margin whatever the store does. What it had to give up is
+   * reported through `onError`, as a `StoreUnavailableError` of operation `close` that counts the
+   * `lastUsedAt` times not written and the rotations whose old token's end was not written (those
+   * old tokens keep working until the key is rotated again, deactivated or deleted). The store
+   * and its client stay open.
+   */
   close(): Promise<void>;
 }
 
 const LIST_MAX = 1000;
+/** How often the end of a rotated-out token is written again when the store did not take it. */
+const CONFIRM_RETRY_MS = 1000;
 
 /**
  * Creates the object that manages and verifies API keys.
@@ -135,8 +158,8 @@ function wire(options: KeyManagerOptions): ManagerParts {
   const storeTimeoutMs = checkWholeNumber('storeTimeoutMs', options.storeTimeoutMs ?? 2000, { unit: 'ms' });
   const flushMs = checkWholeNumber('lastUsedFlushMs', options.lastUsedFlushMs ?? 1000, { unit: 'ms' });
   const listeners = new Listeners(options.onEvent, options.onError);
-  const deadlines = new Deadlines(storeTimeoutMs);
-  return {
+  const deadlines = new Deadlines(storeTimeoutMs, options.breaker);
+  const parts: ManagerParts = {
     store,
     prefix,
     catalog: options.scopes ?? b2bWaveScopes,
@@ -148,8 +171,14 @@ function wire(options: KeyManagerOptions): ManagerParts {
     lookup: new CachedLookup(store, deadlines, options.cache, options.invalidation ?? null, listeners.report),
     lastUsed: new LastUsedBuffer((entries) => deadlines.run('touch', () => store.touch(entries)), flushMs, listeners.report),
     listeners,
+    confirmations: new Confirmations(CONFIRM_RETRY_MS),
+    raceBudgetMs: storeTimeoutMs,
+    remoteVerifies: 0,
+    verifiesDone: null,
     closed: false,
   };
+  parts.confirmations.bind(parts);
+  return parts;
 }
 
 /**
@@ -162,7 +191,15 @@ async function verify(parts: ManagerParts, token: unknown, options: VerifyOption
   assertOpen(parts);
   const digest = parts.digest(token);
   let record = parts.lookup.known(digest);
-  if (record === undefined) record = await parts.lookup.remote(digest);
+  if (record === undefined) {
+    // Counted, so that close() waits for this verify and writes its last-used time.
+    parts.remoteVerifies++;
+    try {
+      record = await parts.lookup.remote(digest);
+    } finally {
+      if (--parts.remoteVerifies === 0) parts.verifiesDone?.();
+    }
+  }
   const at = parts.now();
   const result = decide(record, digest, options, at, parts.catalog);
   if (!result.valid) return rejected(parts, result.code, result.code === 'NOT_FOUND' ? null : (record as KeyRecord).id, options);
@@ -224,10 +261,42 @@ async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListRe
   return { keys: page.map(toApiKey), nextCursor: found.length > limit && last ? encodeCursor(last) : null };
 }
 
+/** How long close() may take past `storeTimeoutMs`: for the bus to unsubscribe, and timer slack. */
+const CLOSE_MARGIN_MS = 100;
+
 async function close(parts: ManagerParts): Promise<void> {
   if (parts.closed) return;
   parts.closed = true;
-  await parts.lastUsed.flush();
+  const deadline = performance.now() + parts.raceBudgetMs;
+  // Verifies already waiting on the store end within their own deadline, before this one.
+  if (parts.remoteVerifies > 0) await new Promise<void>((resolve) => (parts.verifiesDone = resolve));
+  const waiting = parts.confirmations.size > 0 ? within(parts.confirmations.retry(), deadline) : Promise.resolve();
+  const droppedLastUsed = await parts.lastUsed.close(deadline);
+  await waiting;
+  const unconfirmedRotations = parts.confirmations.stop();
   // A subscription still connecting is stopped when it completes: close() never waits for it.
-  await parts.lookup.close();
+  await within(parts.lookup.close(), performance.now() + CLOSE_MARGIN_MS);
+  if (droppedLastUsed > 0 || unconfirmedRotations > 0) {
+    const what = [
+      droppedLastUsed > 0 ? `${droppedLastUsed} last-used times were not written` : '',
+      unconfirmedRotations > 0 ? `${unconfirmedRotations} rotations were not confirmed (their old tokens still work)` : '',
+    ].filter(Boolean);
+    parts.listeners.report(new StoreUnavailableError('close', what.join('; ')));
+  }
+}
+
+/** Waits for `work`, but not past `deadline` (on the `performance.now()` clock). */
+async function within(work: Promise<unknown>, deadline: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
+  });
+  await Promise.race([
+    work.then(
+      () => undefined,
+      () => undefined,
+    ),
+    late,
+  ]);
+  clearTimeout(timer);
 }

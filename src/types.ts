@@ -29,7 +29,7 @@ export interface ApiKey {
   /** After this instant the key is refused with `EXPIRED`; `null` = never. */
   readonly expiresAt: Date | null;
   readonly metadata: Readonly<KeyMetadata>;
-  /** Increases by one on every edit; pass it as `expectedVersion` for compare-and-set updates. */
+  /** Increases on every edit (by one; by two on a rotation); pass it as `expectedVersion` for compare-and-set updates. */
   readonly version: number;
 }
 

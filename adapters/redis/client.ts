@@ -109,9 +109,12 @@ export function commandSender(client: RedisClientLike, field: string): SendComma
 }
 
 function notReady(operation: string, status: string): StoreUnavailableError {
+  // ENOTCONN tells the manager that nothing was sent, so a write that fails here was not applied.
+  const cause = Object.assign(new Error(`Redis client ${status}`), { code: 'ENOTCONN' });
   return new StoreUnavailableError(
     operation,
     `the Redis client is not connected (${status}), so the command was not sent. At start-up, wait until the client is ready (ioredis: its 'ready' event; node-redis: await client.connect()) before serving requests`,
+    { cause },
   );
 }
 

@@ -431,7 +431,8 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       const { key: rotated, token: newToken } = await keys.rotate(key.id, { gracePeriodMs: 60_000 });
       assert.notEqual(newToken, oldToken);
       assert.notEqual(rotated.hint, key.hint);
-      assert.equal(rotated.version, 2);
+      // A rotation is two writes: the new token with the old one kept, then the old one's end.
+      assert.equal(rotated.version, 3);
       assert.equal((await keys.verify(newToken)).valid, true);
       assert.equal((await keys.verify(oldToken)).valid, true);
       clock.advance(60_001);
@@ -529,6 +530,15 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       assert.equal((await store.findByDigest('prev-digest-x'))?.id, a.id);
       assert.equal((await store.findByDigest(a.digest))?.id, a.id);
       assert.equal((await store.findByDigest(a.digest))?.previousDigestExpiresAt?.getTime(), Date.UTC(2031, 0, 1));
+    });
+
+    check('keeps a previous digest with no end (a rotation not yet confirmed)', async () => {
+      const a = sampleRecord({ previousDigest: `kept-${Math.random()}`, previousDigestExpiresAt: null });
+      await store.insert(a);
+      const found = await store.findByDigest(a.previousDigest as string);
+      assert.equal(found?.id, a.id);
+      assert.equal(found?.previousDigest, a.previousDigest);
+      assert.equal(found?.previousDigestExpiresAt, null);
     });
 
     check('update never creates a record', async () => {

@@ -216,7 +216,7 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
     const rotated = parsed<KeyJson & { token: string }>(graced);
     expect(occurrences(graced.all, rotated.token)).toBe(1);
     expect(rotated.id).toBe(id);
-    expect(rotated.version).toBe(3);
+    expect(rotated.version).toBe(5);
     expect((await cli(['verify', second])).code).toBe(0);
     expect((await cli(['verify', rotated.token])).code).toBe(0);
   });

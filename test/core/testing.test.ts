@@ -24,7 +24,7 @@ describe('createTestKeys', () => {
     const rotated = await t.mint({ rotated: true });
     expect(await code(t, rotated.previousToken)).toBe('NOT_FOUND');
     expect(await code(t, rotated.token)).toBe('VALID');
-    expect(rotated.key.version).toBe(2);
+    expect(rotated.key.version).toBe(3);
     const grace = await t.mint({ rotated: { gracePeriodMs: 1000 }, active: false });
     expect(await code(t, grace.previousToken)).toBe('INACTIVE');
     await t.keys.activate(grace.key.id);

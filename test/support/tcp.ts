@@ -43,13 +43,18 @@ export async function silentServer(): Promise<{ port: number; close: () => Promi
 }
 
 /**
- * A TCP proxy on 127.0.0.1 to a real server, which a test can make stop answering (`freeze`),
- * cut off and refuse (`down`), or bring back (`thaw`, `up`).
+ * A TCP proxy on 127.0.0.1 to a real server, which a test can make stop answering (`freeze`: a
+ * blackhole, the bytes held until `thaw`), cut off and refuse (`down`, until `up`), or reset
+ * (`reset`: every open connection gets a TCP RST; with `resetNew`, so does every new one until
+ * `pass`).
  */
 export class TcpProxy {
   private server: Server;
   private readonly pairs = new Set<[Socket, Socket]>();
   private frozen = false;
+  private resetting = false;
+  /** Connections accepted so far, for tests that check a client reconnected. */
+  accepted = 0;
 
   private constructor(
     private readonly target: { host: string; port: number },
@@ -68,6 +73,12 @@ export class TcpProxy {
   }
 
   private accept(client: Socket): void {
+    this.accepted++;
+    if (this.resetting) {
+      client.on('error', () => {});
+      client.resetAndDestroy();
+      return;
+    }
     const upstream = createConnection(this.target);
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
@@ -109,6 +120,26 @@ export class TcpProxy {
       a.resume();
       b.resume();
     }
+  }
+
+  /** Every open connection gets a TCP RST; with `resetNew`, new ones too, until `pass()`. */
+  reset(resetNew = false): void {
+    this.resetting = resetNew;
+    for (const [a, b] of [...this.pairs]) {
+      a.resetAndDestroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** New connections are forwarded again after `reset(true)`. */
+  pass(): void {
+    this.resetting = false;
+  }
+
+  /** How many connections are open through the proxy. */
+  get connections(): number {
+    return this.pairs.size;
   }
 
   /** Drops every connection and stops listening: reconnects are refused. */
