@@ -33,6 +33,8 @@ export interface ManagerParts {
   readonly listeners: Listeners;
   /** Rotations whose new token was delivered but whose old token's end is not written yet. */
   readonly confirmations: Confirmations;
+  /** Keys whose last write has an unknown outcome, announced again once the store answers. */
+  readonly inDoubt: InDoubt;
   /** How long a write keeps retrying lost compare-and-set races (`storeTimeoutMs`). */
   readonly raceBudgetMs: number;
   /** Verifies waiting for the store, which close() waits for. */
@@ -137,7 +139,7 @@ export async function deleteKey(parts: ManagerParts, id: string): Promise<boolea
     parts.confirmations.forget(id);
     await parts.lookup.changed(id);
   };
-  const existed = await write(parts, 'delete', () => parts.store.delete(id), forgotten);
+  const existed = await write(parts, 'delete', () => parts.store.delete(id), forgotten, id);
   parts.lastUsed.forget(id);
   parts.confirmations.forget(id);
   await parts.lookup.changed(id);
@@ -309,13 +311,94 @@ async function changed(parts: ManagerParts, type: 'updated' | 'activated' | 'dea
  * confirmed), `unknown` runs at once, so that no cache keeps the old state on the strength of a
  * write reported as failed, and again if the store answers the abandoned call later on.
  */
-async function write<T>(parts: ManagerParts, operation: string, call: () => Promise<T>, unknown: () => unknown): Promise<T> {
+async function write<T>(
+  parts: ManagerParts,
+  operation: string,
+  call: () => Promise<T>,
+  unknown: () => unknown,
+  keyId: string | null = null,
+): Promise<T> {
   const options: CallOptions = { write: true, late: () => void unknown() };
   try {
     return await parts.deadlines.run(operation, call, options);
   } catch (error) {
-    if (isKeygateError(error) && error.code === 'STORE_OUTCOME_UNKNOWN') await unknown();
+    if (isKeygateError(error) && error.code === 'STORE_OUTCOME_UNKNOWN') {
+      await unknown();
+      if (keyId !== null) parts.inDoubt.add(keyId);
+    }
     throw error;
+  }
+}
+
+/**
+ * Keys whose last write has an unknown outcome. Such a write may land whenever the network
+ * heals, possibly on a connection the driver has already given up (so no late answer tells of
+ * it), and other instances may have cached the old state meanwhile. So the key is read every
+ * `retryMs` until the store answers, then dropped from every cache, and once more
+ * `settleMs` later, for a write still on its way over another connection.
+ */
+export class InDoubt {
+  private readonly keys = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly followUps = new Set<NodeJS.Timeout>();
+  private parts: ManagerParts | null = null;
+
+  constructor(
+    private readonly retryMs: number,
+    private readonly settleMs: number,
+  ) {}
+
+  bind(parts: ManagerParts): void {
+    this.parts = parts;
+  }
+
+  add(keyId: string): void {
+    this.keys.add(keyId);
+    this.arm();
+  }
+
+  /** Stops reading and re-announcing; caches elsewhere then drop the key by their `ttlMs`. */
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const timer of this.followUps) clearTimeout(timer);
+    this.followUps.clear();
+    this.keys.clear();
+  }
+
+  private arm(): void {
+    if (this.timer !== null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.check().then(() => {
+        if (this.keys.size > 0 && !this.parts?.closed) this.arm();
+      });
+    }, this.retryMs);
+    this.timer.unref();
+  }
+
+  private async check(): Promise<void> {
+    const parts = this.parts;
+    if (!parts) return;
+    await Promise.all(
+      [...this.keys].map(async (id) => {
+        // Any answer, the key or its absence, says the store is reachable again.
+        const answered = await parts.deadlines
+          .run('findById', () => parts.store.findById(id))
+          .then(
+            () => true,
+            () => false,
+          );
+        if (!answered || !this.keys.delete(id)) return;
+        await parts.lookup.changed(id);
+        const followUp = setTimeout(() => {
+          this.followUps.delete(followUp);
+          void parts.lookup.changed(id);
+        }, this.settleMs);
+        followUp.unref();
+        this.followUps.add(followUp);
+      }),
+    );
   }
 }
 
@@ -343,7 +426,7 @@ async function writeWithRetry(
     }
     const next = change(current, new Date(parts.now()));
     if (next === null) return current;
-    if (await write(parts, 'update', () => store.update(next, current.version), unknown)) return next;
+    if (await write(parts, 'update', () => store.update(next, current.version), unknown, id)) return next;
     if (expectedVersion !== undefined || performance.now() - started >= parts.raceBudgetMs) {
       const latest = await deadlines.run('findById', () => store.findById(id));
       if (!latest) throw new KeyNotFoundError(id);

@@ -9,7 +9,17 @@ import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type KeyEvent, Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import { LastUsedBuffer } from './last-used.js';
-import { assertOpen, Confirmations, createKey, deleteKey, type ManagerParts, rotateKey, setActive, updateKey } from './lifecycle.js';
+import {
+  assertOpen,
+  Confirmations,
+  createKey,
+  InDoubt,
+  deleteKey,
+  type ManagerParts,
+  rotateKey,
+  setActive,
+  updateKey,
+} from './lifecycle.js';
 import { CachedLookup } from './lookup.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
@@ -172,12 +182,14 @@ function wire(options: KeyManagerOptions): ManagerParts {
     lastUsed: new LastUsedBuffer((entries) => deadlines.run('touch', () => store.touch(entries)), flushMs, listeners.report),
     listeners,
     confirmations: new Confirmations(CONFIRM_RETRY_MS),
+    inDoubt: new InDoubt(options.breaker ? (options.breaker.retryMs ?? 500) : 500, storeTimeoutMs),
     raceBudgetMs: storeTimeoutMs,
     remoteVerifies: 0,
     verifiesDone: null,
     closed: false,
   };
   parts.confirmations.bind(parts);
+  parts.inDoubt.bind(parts);
   return parts;
 }
 
@@ -274,6 +286,7 @@ async function close(parts: ManagerParts): Promise<void> {
   const droppedLastUsed = await parts.lastUsed.close(deadline);
   await waiting;
   const unconfirmedRotations = parts.confirmations.stop();
+  parts.inDoubt.stop();
   // A subscription still connecting is stopped when it completes: close() never waits for it.
   await within(parts.lookup.close(), performance.now() + CLOSE_MARGIN_MS);
   if (droppedLastUsed > 0 || unconfirmedRotations > 0) {
