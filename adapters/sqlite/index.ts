@@ -23,6 +23,8 @@ export interface SqliteDatabase {
    * busy timeout around its own statements (see {@link sqliteStore}). The store does not call it.
    */
   pragma?(source: string, options?: { simple?: boolean }): unknown;
+  /** Whether the database lives in this connection's memory only (no other connection can lock it). */
+  readonly memory?: boolean;
 }
 
 /** Options of {@link sqliteStore}. */
@@ -57,7 +59,9 @@ function isBusy(error: unknown): boolean {
  * 5000 ms by default): the whole event loop would stop meanwhile. So the store reads the busy
  * timeout once, on its first call, and runs each of its statements with a busy timeout of 0, putting
  * that value back right after (your own queries keep it; set it before the store's first call).
- * When the database is locked the store tries again on a timer, 1 ms later and then twice as long
+ * Reads skip the switch
+ * where they cannot wait for a lock: in WAL mode, and on an in-memory database (both read on the
+ * first call too). When the database is locked the store tries again on a timer, 1 ms later and then twice as long
  * each time up to 50 ms apart, for at most that busy timeout, then fails with SQLite's SQLITE_BUSY
  * error (a 503 from the manager). A last-used write waits at most 50 ms; a failed one is reported
  * to `onError`.
@@ -92,13 +96,13 @@ export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}
     {
       query(text, values, bookkeeping) {
         const statement = prepare(text);
-        return locks.run(bookkeeping === true, () => {
+        return locks.run(bookkeeping === true ? 'bookkeeping' : statement.reader ? 'read' : 'write', () => {
           if (statement.reader) return { rows: statement.all(...values) as SqlRow[], count: 0 };
           return { rows: [], count: Number(statement.run(...values).changes) };
         });
       },
       execute(statements) {
-        return locks.run(false, () => {
+        return locks.run('write', () => {
           db.exec('SAVEPOINT keygate_migrate');
           try {
             for (const statement of statements) db.exec(statement);
@@ -114,6 +118,9 @@ export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}
   );
 }
 
+/** What a step does: reads (which never wait in WAL mode), writes, or the last-used write (which waits least). */
+type StepKind = 'read' | 'write' | 'bookkeeping';
+
 /** A busy timeout as `db.pragma('busy_timeout', { simple: true })` returns it (a row or rows on other shapes), or null. */
 function timeoutOf(value: unknown): number | null {
   const row = Array.isArray(value) ? value[0] : value;
@@ -128,8 +135,10 @@ function timeoutOf(value: unknown): number | null {
  * right after, all synchronously, so none of your queries can run in between. A client without
  * `pragma` (a wrapper) keeps its own busy timeout, and the store waits at most 5000 ms in all.
  */
-function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: () => T): Promise<T> } {
+function lockWaiter(db: SqliteDatabase): { run<T>(kind: StepKind, step: () => T): Promise<T> } {
   let timeout: number | null = null;
+  /** Whether reads may skip the switch: in WAL mode a reader never waits for a writer. */
+  let readsNeverWait = false;
   /** Set and put back the busy timeout: prepared once (each run compiles the PRAGMA again, which sets it). */
   let zero: SqliteStatement | null = null;
   let restore: SqliteStatement | null = null;
@@ -140,6 +149,9 @@ function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: ()
     if (typeof db.pragma !== 'function') return (timeout = DEFAULT_BUSY_MS);
     const read = timeoutOf(db.pragma('busy_timeout', { simple: true }));
     if (read === null) return (timeout = DEFAULT_BUSY_MS);
+    // Nobody else can lock an in-memory database: there is nothing to wait for.
+    if (db.memory === true) return (timeout = read);
+    readsNeverWait = String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal';
     if (read > 0) {
       // Compiling a PRAGMA already sets the value: the statement that puts it back comes last.
       zero = db.prepare('PRAGMA busy_timeout = 0');
@@ -148,8 +160,8 @@ function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: ()
     return (timeout = read);
   };
   /** Runs `step` once; SQLite answers SQLITE_BUSY at once where the store switches the busy timeout. */
-  const once = <T>(step: () => T): T => {
-    if (zero === null || restore === null) return step();
+  const once = <T>(step: () => T, kind: StepKind): T => {
+    if (zero === null || restore === null || (kind === 'read' && readsNeverWait)) return step();
     const back = restore;
     zero.run();
     try {
@@ -160,7 +172,7 @@ function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: ()
   };
 
   /** Tries `step` again on a timer while the database is locked, until `wait` ms have passed since `start`. */
-  const retry = async <T>(step: () => T, error: unknown, start: number, wait: number): Promise<T> => {
+  const retry = async <T>(step: () => T, kind: StepKind, error: unknown, start: number, wait: number): Promise<T> => {
     let pause = FIRST_PAUSE_MS;
     for (;;) {
       const left = wait - (performance.now() - start);
@@ -168,7 +180,7 @@ function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: ()
       await sleep(Math.min(pause, left));
       pause = Math.min(pause * 2, MAX_PAUSE_MS);
       try {
-        return once(step);
+        return once(step, kind);
       } catch (next) {
         error = next;
       }
@@ -176,15 +188,15 @@ function lockWaiter(db: SqliteDatabase): { run<T>(bookkeeping: boolean, step: ()
   };
 
   return {
-    run(bookkeeping, step) {
+    run(kind, step) {
       const start = performance.now();
       try {
-        const wait = bookkeeping ? Math.min(busyTimeout(), TOUCH_WAIT_MS) : busyTimeout();
+        const wait = kind === 'bookkeeping' ? Math.min(busyTimeout(), TOUCH_WAIT_MS) : busyTimeout();
         try {
           // The first attempt, when nothing is locked, costs no timer and no extra promise.
-          return Promise.resolve(once(step));
+          return Promise.resolve(once(step, kind));
         } catch (error) {
-          return retry(step, error, start, wait);
+          return retry(step, kind, error, start, wait);
         }
       } catch (error) {
         return Promise.reject(error);
