@@ -19,8 +19,11 @@ export interface SqlResult {
 
 /** The few calls the SQL key store makes, implemented over the user's own driver client. */
 export interface SqlDriver {
-  /** Runs one statement with bound values. */
-  query(text: string, values: SqlValue[]): Promise<SqlResult>;
+  /**
+   * Runs one statement with bound values. `bookkeeping` marks a last-used write, which is best-effort:
+   * a driver may give up on it sooner than on other statements.
+   */
+  query(text: string, values: SqlValue[], bookkeeping?: boolean): Promise<SqlResult>;
   /** Runs DDL statements, in order, without values (as one transaction where the server allows it). */
   execute(statements: readonly string[]): Promise<void>;
 }
@@ -312,7 +315,7 @@ export class SqlStore implements KeyStore {
     const all = [...latest];
     for (let i = 0; i < all.length; i += TOUCH_MAX) {
       const { text, values } = this.touchStatement(all.slice(i, i + TOUCH_MAX));
-      await this.driver.query(text, values);
+      await this.driver.query(text, values, true);
     }
   }
 
