@@ -25,6 +25,8 @@ interface Pending {
   readonly operation: string;
   readonly write: boolean;
   readonly trial: boolean;
+  /** The breaker that counts this call; `null` for a call that bypasses it. */
+  readonly breaker: Breaker | null;
   reject: ((error: unknown) => void) | null;
 }
 
@@ -47,11 +49,6 @@ export class Deadlines {
     this.breaker = breaker === false ? null : new Breaker(breaker, now);
   }
 
-  /** Whether the breaker is open: store calls fail at once, but for one trial call every `retryMs`. */
-  get shedding(): boolean {
-    return this.breaker?.open ?? false;
-  }
-
   /** Runs `call`; rejects with StoreUnavailableError when it fails, outlives the timeout or is not sent. */
   run<T>(operation: string, call: () => Promise<T>, options: CallOptions = {}): Promise<T> {
     const breaker = options.shed === false ? null : this.breaker;
@@ -68,7 +65,7 @@ export class Deadlines {
     }
     const write = options.write === true;
     return new Promise<T>((resolve, reject) => {
-      const pending: Pending = { deadline: Date.now() + this.timeoutMs, operation, write, trial, reject };
+      const pending: Pending = { deadline: Date.now() + this.timeoutMs, operation, write, trial, breaker, reject };
       this.queue.push(pending);
       if (this.timer === null) this.arm(this.timeoutMs);
       promise.then(
@@ -123,7 +120,7 @@ export class Deadlines {
         if (pending.deadline > now) break;
         const reject = pending.reject;
         pending.reject = null;
-        this.breaker?.expired(pending.trial);
+        pending.breaker?.expired(pending.trial);
         const reason = `no answer within ${this.timeoutMs} ms`;
         reject(
           pending.write ? new StoreOutcomeUnknownError(pending.operation, reason) : new StoreUnavailableError(pending.operation, reason),

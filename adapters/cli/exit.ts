@@ -15,7 +15,10 @@ export const EXIT = {
   invalid: 3,
   /** `verify`: the key does not grant the scope, or the address is not on its allow-list (a guard's 403). */
   forbidden: 4,
-  /** The store cannot be reached, failed, or did not answer within `--timeout` (a guard's 503). */
+  /**
+   * The store cannot be reached, failed, or did not answer within `--timeout` (a guard's 503). For
+   * a change, the message says whether it may have been applied all the same (then run it again).
+   */
   unavailable: 5,
   /** No key has this id. */
   notFound: 6,

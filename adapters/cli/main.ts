@@ -147,7 +147,7 @@ function report(error: unknown, command: string | null, err: (text: string) => v
     }
     err(`keygate: ${error.message}\n`);
     if (error.code === 'KEY_NOT_FOUND') return EXIT.notFound;
-    if (error.code === 'STORE_UNAVAILABLE') {
+    if (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_OUTCOME_UNKNOWN') {
       if (/does not exist|doesn't exist|no such table/i.test(error.message))
         err('Has the table been created? Run keygate migrate (with the same --store and --table).\n');
       return EXIT.unavailable;

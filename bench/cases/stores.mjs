@@ -48,6 +48,8 @@ export async function run({ quick, log }) {
       const parallel = spec.id === 'sqlite' ? 1 : 16;
       await fillStore(store, KEYS - REAL_KEYS, parallel);
       const plain = createKeyManager({ store });
+      // The same without the breaker: what shedding costs a verify that reaches the store.
+      const unguarded = createKeyManager({ store, breaker: false });
       const cached = createKeyManager({ store, cache: CACHE });
       const tokens = await createKeys(plain, REAL_KEYS, parallel);
       log(`${spec.id}: ${KEYS} keys stored in ${Date.now() - started} ms`);
@@ -60,6 +62,7 @@ export async function run({ quick, log }) {
         [
           { id: 'memory', fn: (i) => memoryKeys.verify(memoryTokens[i % n], { scope: 'orders:list' }) },
           { id: 'plain', fn: (i) => plain.verify(tokens[i % n], { scope: 'orders:list' }) },
+          { id: 'unguarded', fn: (i) => unguarded.verify(tokens[i % n], { scope: 'orders:list' }) },
           { id: 'cached', fn: (i) => cached.verify(tokens[i % n], { scope: 'orders:list' }) },
         ],
         { rounds: quick ? 4 : 12, batchMs: quick ? 40 : 80, warmupMs: quick ? 150 : 400 },
@@ -67,6 +70,13 @@ export async function run({ quick, log }) {
       memorySamples.push(...results.memory);
       rows.push(
         timeRow({ id: `${spec.id}-nocache`, label, samples: results.plain, against: results.memory, ratioLabel: 'of MemoryStore' }),
+        timeRow({
+          id: `${spec.id}-breaker`,
+          label: `keys.verify, ${spec.label}, 10k keys: breaker on (the default) against breaker: false`,
+          samples: results.plain,
+          against: results.unguarded,
+          ratioLabel: 'of breaker: false',
+        }),
         timeRow({
           id: `${spec.id}-cache`,
           label: `keys.verify, ${spec.label}, 10k keys, cache on`,
@@ -77,6 +87,7 @@ export async function run({ quick, log }) {
         }),
       );
       await plain.close();
+      await unguarded.close();
       await cached.close();
     } finally {
       await drop();

@@ -1,0 +1,4 @@
+// PostgreSQL: an outage ends when the network heals (test/support/recovery-suite.ts).
+import { recoverySuite } from '../support/recovery-suite.js';
+
+recoverySuite('postgres');
