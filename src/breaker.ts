@@ -16,7 +16,7 @@ export interface BreakerOptions {
    * While the breaker is open, one trial call is let through this often. Its success closes the
    * breaker, and so does any answer that arrives late for an earlier call: service resumes as soon
    * as the store answers again.
-   * @default 500
+   * @default 250
    */
   retryMs?: number | undefined;
   /**
@@ -53,10 +53,10 @@ export class Breaker {
     private readonly now: () => number,
   ) {
     if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw new ValidationError('breaker', 'must be an object such as { failures: 5, retryMs: 500, maxPending: 500 }, or false');
+      throw new ValidationError('breaker', 'must be an object such as { failures: 5, retryMs: 250, maxPending: 500 }, or false');
     }
     this.threshold = checkWholeNumber('breaker.failures', options?.failures ?? 5, { min: 1 });
-    this.retryMs = checkWholeNumber('breaker.retryMs', options?.retryMs ?? 500, { min: 1, unit: 'ms' });
+    this.retryMs = checkWholeNumber('breaker.retryMs', options?.retryMs ?? 250, { min: 1, unit: 'ms' });
     this.maxPending = checkWholeNumber('breaker.maxPending', options?.maxPending ?? 500, { min: 1 });
   }
 

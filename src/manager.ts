@@ -75,7 +75,7 @@ export interface KeyManagerOptions {
    * Sheds load while the store fails: after `failures` failed calls in a row, calls fail at once
    * (503) but for one trial every `retryMs`, and never more than `maxPending` calls wait on the
    * store. `false` turns it off (see docs/faults.md).
-   * @default { failures: 5, retryMs: 500, maxPending: 500 }
+   * @default { failures: 5, retryMs: 250, maxPending: 500 }
    */
   breaker?: BreakerOptions | false | undefined;
   /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
@@ -182,7 +182,7 @@ function wire(options: KeyManagerOptions): ManagerParts {
     lastUsed: new LastUsedBuffer((entries) => deadlines.run('touch', () => store.touch(entries)), flushMs, listeners.report),
     listeners,
     confirmations: new Confirmations(CONFIRM_RETRY_MS),
-    inDoubt: new InDoubt(options.breaker ? (options.breaker.retryMs ?? 500) : 500, storeTimeoutMs),
+    inDoubt: new InDoubt(options.breaker ? (options.breaker.retryMs ?? 250) : 250, storeTimeoutMs),
     raceBudgetMs: storeTimeoutMs,
     remoteVerifies: 0,
     verifiesDone: null,

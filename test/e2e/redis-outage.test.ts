@@ -76,7 +76,7 @@ async function someToken(): Promise<string> {
  * Runs CONCURRENT verifies at once: every one must reject with StoreUnavailableError within
  * storeTimeoutMs + margin. A verify that hangs fails the test after 5 s instead of stalling it.
  */
-/** How soon after the network heals verify must work again (the breaker's trial comes every 500 ms). */
+/** How soon after the network heals verify must work again (the breaker's trial comes every 250 ms). */
 const RECOVERY_MS = 1000;
 
 /** Verifies until the token is valid, failing if that takes longer than `withinMs`. */
