@@ -180,7 +180,9 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
   const confirmation: Confirmation = { digest: tokenDigest, kept: staged.previousDigest as string, graceEnd };
   let record = staged;
   try {
-    record = await confirmRotation(parts, id, confirmation);
+    const confirmed = await confirmRotation(parts, id, confirmation);
+    // Superseded by a newer rotation: the key as this one wrote it, not with another's token.
+    if (confirmed.digest === tokenDigest) record = confirmed;
   } catch (error) {
     // The new token works: deliver it. The old one keeps working until its end is written.
     parts.listeners.report(error);
