@@ -17,9 +17,10 @@ const PENDING_MAX = 50_000;
 export class LastUsedBuffer {
   private pending = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
-  /** The flush in flight, or null, and how many times it writes. */
+  /** The flush in flight, or null. */
   private running: Promise<void> | null = null;
-  private runningSize = 0;
+  /** Times handed to `write` that were neither written nor put back with the pending ones yet. */
+  private unsettled = 0;
   /** Whether another flush was asked for while one ran. */
   private again = false;
   /** Times given up on: dropped over the bound, or not written when the manager closed. */
@@ -66,10 +67,8 @@ export class LastUsedBuffer {
     if (this.pending.size === 0) return Promise.resolve();
     const taken = this.pending;
     this.pending = new Map();
-    this.runningSize = taken.size;
     const running = this.writeAll(taken).then(() => {
       this.running = null;
-      this.runningSize = 0;
       if (this.again) {
         this.again = false;
         return this.flush();
@@ -99,14 +98,15 @@ export class LastUsedBuffer {
     };
     if (this.running && !(await bounded(this.running))) {
       // The store never answered the flush in flight: its batch and what waits are given up.
-      return this.giveUp(this.runningSize + this.pending.size);
+      return this.giveUp(this.unsettled + this.pending.size);
     }
     this.again = false;
     if (this.pending.size === 0) return this.giveUp(0);
     const taken = this.pending;
     this.pending = new Map();
-    const finished = await bounded(this.writeAll(taken));
-    return this.giveUp(finished ? this.pending.size : taken.size + this.pending.size);
+    await bounded(this.writeAll(taken));
+    // Batches written before the deadline are not counted; failed ones are back among the pending.
+    return this.giveUp(this.unsettled + this.pending.size);
   }
 
   private giveUp(count: number): number {
@@ -128,6 +128,7 @@ export class LastUsedBuffer {
   private async writeAll(taken: Map<string, number>): Promise<void> {
     const entries: TouchEntry[] = [];
     for (const [id, at] of taken) entries.push({ id, lastUsedAt: new Date(at) });
+    this.unsettled += entries.length;
     for (let i = 0; i < entries.length; i += BATCH_MAX) {
       const batch = entries.slice(i, i + BATCH_MAX);
       try {
@@ -135,6 +136,8 @@ export class LastUsedBuffer {
       } catch (error) {
         this.report(error);
         this.keep(batch);
+      } finally {
+        this.unsettled -= batch.length;
       }
     }
   }
