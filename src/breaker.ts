@@ -23,7 +23,7 @@ export interface BreakerOptions {
    * The most store calls that may be waiting for the store at once, counting those the manager
    * stopped waiting for after `storeTimeoutMs` but the driver still holds. Beyond it, calls fail
    * at once: a driver's queue never grows past this, however long an outage lasts.
-   * @default 500
+   * @default 10000
    */
   maxPending?: number | undefined;
 }
@@ -53,11 +53,11 @@ export class Breaker {
     private readonly now: () => number,
   ) {
     if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw new ValidationError('breaker', 'must be an object such as { failures: 5, retryMs: 250, maxPending: 500 }, or false');
+      throw new ValidationError('breaker', 'must be an object such as { failures: 5, retryMs: 250, maxPending: 10000 }, or false');
     }
     this.threshold = checkWholeNumber('breaker.failures', options?.failures ?? 5, { min: 1 });
     this.retryMs = checkWholeNumber('breaker.retryMs', options?.retryMs ?? 250, { min: 1, unit: 'ms' });
-    this.maxPending = checkWholeNumber('breaker.maxPending', options?.maxPending ?? 500, { min: 1 });
+    this.maxPending = checkWholeNumber('breaker.maxPending', options?.maxPending ?? 10_000, { min: 1 });
   }
 
   /** Whether the breaker is open (the store failed `failures` calls in a row and has not answered since). */

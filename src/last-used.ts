@@ -21,6 +21,10 @@ export class LastUsedBuffer {
   private running: Promise<void> | null = null;
   /** Times handed to `write` that were neither written nor put back with the pending ones yet. */
   private unsettled = 0;
+  /** Set when close() begins: no timer is armed any more. */
+  private closing = false;
+  /** Set when close() has counted what it gave up: nothing is written or kept after that. */
+  private closed = false;
   /** Whether another flush was asked for while one ran. */
   private again = false;
   /** Times given up on: dropped over the bound, or not written when the manager closed. */
@@ -59,6 +63,7 @@ export class LastUsedBuffer {
       clearTimeout(this.timer);
       this.timer = null;
     }
+    if (this.closed) return Promise.resolve();
     if (this.running) {
       // Times that came in after the running flush took its batch go in the next one.
       this.again = true;
@@ -87,6 +92,7 @@ export class LastUsedBuffer {
   async close(deadline: number): Promise<number> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.closing = true;
     const bounded = async (work: Promise<void>): Promise<boolean> => {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<false>((resolve) => {
@@ -110,13 +116,14 @@ export class LastUsedBuffer {
   }
 
   private giveUp(count: number): number {
+    this.closed = true;
     this.droppedCount += count;
     this.pending = new Map();
     return this.droppedCount;
   }
 
   private arm(): void {
-    if (this.timer !== null) return;
+    if (this.timer !== null || this.closing) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.flush();
@@ -130,6 +137,11 @@ export class LastUsedBuffer {
     for (const [id, at] of taken) entries.push({ id, lastUsedAt: new Date(at) });
     this.unsettled += entries.length;
     for (let i = 0; i < entries.length; i += BATCH_MAX) {
+      // A flush that close() gave up on writes no further batch once it has answered.
+      if (this.closed) {
+        this.unsettled -= entries.length - i;
+        return;
+      }
       const batch = entries.slice(i, i + BATCH_MAX);
       try {
         await this.write(batch);
@@ -144,6 +156,7 @@ export class LastUsedBuffer {
 
   /** Puts failed times back, unless a later time came in meanwhile; over the bound, drops them. */
   private keep(batch: readonly TouchEntry[]): void {
+    if (this.closed) return;
     for (const { id, lastUsedAt } of batch) {
       if (this.pending.has(id)) continue;
       if (this.pending.size >= 2 * PENDING_MAX) {

@@ -75,7 +75,7 @@ export interface KeyManagerOptions {
    * Sheds load while the store fails: after `failures` failed calls in a row, calls fail at once
    * (503) but for one trial every `retryMs`, and never more than `maxPending` calls wait on the
    * store. `false` turns it off (see docs/faults.md).
-   * @default { failures: 5, retryMs: 250, maxPending: 500 }
+   * @default { failures: 5, retryMs: 250, maxPending: 10000 }
    */
   breaker?: BreakerOptions | false | undefined;
   /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
