@@ -53,6 +53,8 @@ export class TcpProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   private frozen = false;
   private resetting = false;
+  /** Connections accepted during a blackhole, each with the function that lets it through. */
+  private readonly held = new Map<Socket, () => void>();
   /** Connections accepted so far, for tests that check a client reconnected. */
   accepted = 0;
 
@@ -79,7 +81,36 @@ export class TcpProxy {
       client.resetAndDestroy();
       return;
     }
+    if (this.frozen) {
+      this.hold(client);
+      return;
+    }
+    this.connect(client, []);
+  }
+
+  /**
+   * A connection made during a blackhole never reaches the server while it lasts, as its SYN would
+   * not: its bytes are kept, and if the client gives up on it before `thaw()`, it never does.
+   */
+  private hold(client: Socket): void {
+    const chunks: Buffer[] = [];
+    const keep = (chunk: Buffer): void => void chunks.push(chunk);
+    const gone = (): void => {
+      this.held.delete(client);
+      client.destroy();
+    };
+    const release = (): void => {
+      client.off('data', keep).off('end', gone).off('close', gone).off('error', gone);
+      client.pause();
+      this.connect(client, chunks);
+    };
+    client.on('data', keep).on('end', gone).on('close', gone).on('error', gone);
+    this.held.set(client, release);
+  }
+
+  private connect(client: Socket, chunks: readonly Buffer[]): void {
     const upstream = createConnection(this.target);
+    for (const chunk of chunks) upstream.write(chunk);
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
     const end = (): void => {
@@ -89,13 +120,9 @@ export class TcpProxy {
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
-    if (this.frozen) {
-      client.pause();
-      upstream.pause();
-    } else {
-      client.pipe(upstream);
-      upstream.pipe(client);
-    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
   }
 
   /** Connections stay open but nothing passes either way: the server seems to hang. */
@@ -120,6 +147,18 @@ export class TcpProxy {
       a.resume();
       b.resume();
     }
+    const held = [...this.held.values()];
+    this.held.clear();
+    for (const release of held) release();
+  }
+
+  /** Destroys the connections held since a blackhole began. */
+  private dropHeld(reset: boolean): void {
+    for (const client of this.held.keys()) {
+      if (reset) client.resetAndDestroy();
+      else client.destroy();
+    }
+    this.held.clear();
   }
 
   /** Every open connection gets a TCP RST; with `resetNew`, new ones too, until `pass()`. */
@@ -130,6 +169,7 @@ export class TcpProxy {
       b.destroy();
     }
     this.pairs.clear();
+    this.dropHeld(true);
   }
 
   /** New connections are forwarded again after `reset(true)`. */
@@ -150,6 +190,7 @@ export class TcpProxy {
       b.destroy();
     }
     this.pairs.clear();
+    this.dropHeld(false);
     await closed;
   }
 
@@ -168,5 +209,6 @@ export class TcpProxy {
       a.destroy();
       b.destroy();
     }
+    this.dropHeld(false);
   }
 }
