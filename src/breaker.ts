@@ -71,7 +71,9 @@ export class Breaker {
    * A string: the reason it must not be sent.
    */
   admit(): { trial: boolean } | Refusal {
-    if (this.pending >= this.maxPending) {
+    // The open breaker's trial goes even past maxPending: calls the driver never gives back must
+    // not stop the store from being tried again.
+    if (this.pending >= this.maxPending && !this.open) {
       return `not sent: ${this.pending} earlier calls are still waiting for the store (breaker.maxPending)`;
     }
     if (this.open) {

@@ -57,7 +57,8 @@ export class Deadlines {
     const { trial } = admitted;
     let promise: Promise<T>;
     try {
-      promise = call();
+      // A store written in plain JavaScript may answer with a value instead of a promise.
+      promise = Promise.resolve(call());
     } catch (error) {
       // Thrown before anything was sent: a plain failure, even for a write.
       breaker?.settled(trial, !isOnPurpose(operation, error), false);
@@ -155,10 +156,11 @@ function isOnPurpose(operation: string, error: unknown): boolean {
  */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOTCONN']);
 
-function notSent(error: unknown): boolean {
+function notSent(error: unknown, depth = 0): boolean {
   if (error === null || typeof error !== 'object') return false;
-  const { code } = error as { code?: unknown };
-  return typeof code === 'string' && NOT_CONNECTED.has(code);
+  const { code, cause } = error as { code?: unknown; cause?: unknown };
+  if (typeof code === 'string' && NOT_CONNECTED.has(code)) return true;
+  return depth < 2 && notSent(cause, depth + 1);
 }
 
 /** How StoreUnavailableError starts its message, stripped when a store's own one is wrapped again. */

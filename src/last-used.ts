@@ -4,7 +4,7 @@ import type { TouchEntry } from './store.js';
 
 /** The most entries one store call receives. */
 const BATCH_MAX = 1000;
-/** Pending times kept before a flush is forced, whatever the interval; past twice this, the oldest are dropped. */
+/** Pending times kept before a flush is forced, whatever the interval; past twice this, further keys' times are dropped. */
 const PENDING_MAX = 50_000;
 
 /**

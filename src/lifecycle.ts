@@ -13,6 +13,9 @@ import { hintOf, type TokenSource } from './token.js';
 import type { ApiKey, CreateKeyInput, KeyWithToken, RotateOptions, UpdateKeyInput, UpdateOptions } from './types.js';
 import { checkBoolean, checkDate, checkId, checkMetadata, checkName, checkOwner, checkVersion, checkWholeNumber } from './validate.js';
 
+/** What a change returns to wait for another writer to finish: read again after a pause, like a lost race. */
+const WAIT: unique symbol = Symbol('wait');
+
 /** The first and the longest pause before a write that lost a compare-and-set race tries again, in ms. */
 const RACE_PAUSE_MIN_MS = 2;
 const RACE_PAUSE_MAX_MS = 64;
@@ -134,9 +137,9 @@ export async function setActive(parts: ManagerParts, id: string, active: boolean
 export async function deleteKey(parts: ManagerParts, id: string): Promise<boolean> {
   assertOpen(parts);
   checkId(id);
+  // With an unknown outcome the key may still exist: a waiting rotation confirmation stays.
   const forgotten = async (): Promise<void> => {
     parts.lastUsed.forget(id);
-    parts.confirmations.forget(id);
     await parts.lookup.changed(id);
   };
   const existed = await write(parts, 'delete', () => parts.store.delete(id), forgotten, id);
@@ -161,19 +164,24 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
   const grace = checkWholeNumber('gracePeriodMs', options.gracePeriodMs ?? 0, { min: 0, unit: 'ms' });
   const token = parts.tokens.token(parts.prefix);
   const tokenDigest = parts.digest(token);
-  // A rotation that supersedes one still waiting for its confirmation replaces it.
-  parts.confirmations.forget(id);
-  const staged = await writeWithRetry(parts, id, undefined, (current, at) => ({
-    ...current,
-    hint: hintOf(token, parts.prefix),
-    digest: tokenDigest,
-    // The token a caller holds: the current one, unless the current one comes from a rotation
-    // never confirmed (its caller never got it); then the one kept from before that rotation.
-    previousDigest: keptDigest(current),
-    previousDigestExpiresAt: null,
-    updatedAt: at,
-    version: current.version + 1,
-  }));
+  // A rotation of this process whose new token was delivered but whose old token's end was not
+  // written is finished first: its token is in use, so it must not look like one never delivered.
+  await parts.confirmations.settle(id);
+  const staged = await writeWithRetry(parts, id, undefined, (current, at) => {
+    // Another rotation between its two writes: wait for it, then rotate its token out.
+    if (unconfirmed(current) && at.getTime() - current.updatedAt.getTime() < parts.raceBudgetMs) return WAIT;
+    return {
+      ...current,
+      hint: hintOf(token, parts.prefix),
+      digest: tokenDigest,
+      // The token a caller holds: the current one, unless the current one comes from a rotation
+      // left unconfirmed (its caller got an error, not the token); then the one kept before it.
+      previousDigest: keptDigest(current),
+      previousDigestExpiresAt: null,
+      updatedAt: at,
+      version: current.version + 1,
+    };
+  });
   let graceEnd: Date | null = grace > 0 ? new Date(staged.updatedAt.getTime() + grace) : null;
   if (graceEnd && staged.expiresAt && graceEnd > staged.expiresAt) graceEnd = staged.expiresAt;
   if (graceEnd && graceEnd.getTime() <= staged.updatedAt.getTime()) graceEnd = null;
@@ -237,6 +245,8 @@ export class Confirmations {
   private readonly waiting = new Map<string, Confirmation>();
   private timer: NodeJS.Timeout | null = null;
   private parts: ManagerParts | null = null;
+  /** Confirmations that failed after close() began: never retried, counted in its report. */
+  private droppedAfterClose = 0;
 
   constructor(private readonly retryMs: number) {}
 
@@ -250,8 +260,26 @@ export class Confirmations {
   }
 
   add(id: string, confirmation: Confirmation): void {
+    if (this.parts?.closed) {
+      this.droppedAfterClose++;
+      return;
+    }
     this.waiting.set(id, confirmation);
     this.arm();
+  }
+
+  /** Writes the waiting confirmation of key `id`, if any, now; throws when the store does not take it. */
+  async settle(id: string): Promise<void> {
+    const confirmation = this.waiting.get(id);
+    const parts = this.parts;
+    if (confirmation === undefined || parts === null) return;
+    try {
+      await confirmRotation(parts, id, confirmation);
+    } catch (error) {
+      if (!(isKeygateError(error) && error.code === 'KEY_NOT_FOUND')) throw error;
+    }
+    if (this.waiting.get(id) === confirmation) this.waiting.delete(id);
+    await parts.lookup.changed(id);
   }
 
   forget(id: string): void {
@@ -284,7 +312,7 @@ export class Confirmations {
   stop(): number {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const dropped = this.waiting.size;
+    const dropped = this.waiting.size + this.droppedAfterClose;
     this.waiting.clear();
     return dropped;
   }
@@ -355,6 +383,7 @@ export class InDoubt {
   }
 
   add(keyId: string): void {
+    if (this.parts?.closed) return;
     this.keys.add(keyId);
     this.arm();
   }
@@ -415,7 +444,7 @@ async function writeWithRetry(
   parts: ManagerParts,
   id: string,
   expectedVersion: number | undefined,
-  change: (current: KeyRecord, at: Date) => KeyRecord | null,
+  change: (current: KeyRecord, at: Date) => KeyRecord | null | typeof WAIT,
 ): Promise<KeyRecord> {
   const { store, deadlines } = parts;
   const started = performance.now();
@@ -428,7 +457,7 @@ async function writeWithRetry(
     }
     const next = change(current, new Date(parts.now()));
     if (next === null) return current;
-    if (await write(parts, 'update', () => store.update(next, current.version), unknown, id)) return next;
+    if (next !== WAIT && (await write(parts, 'update', () => store.update(next, current.version), unknown, id))) return next;
     if (expectedVersion !== undefined || performance.now() - started >= parts.raceBudgetMs) {
       const latest = await deadlines.run('findById', () => store.findById(id));
       if (!latest) throw new KeyNotFoundError(id);

@@ -179,7 +179,12 @@ function wire(options: KeyManagerOptions): ManagerParts {
     now: options.now ?? Date.now,
     deadlines,
     lookup: new CachedLookup(store, deadlines, options.cache, options.invalidation ?? null, listeners.report),
-    lastUsed: new LastUsedBuffer((entries) => deadlines.run('touch', () => store.touch(entries)), flushMs, listeners.report),
+    // Last-used writes are bookkeeping: they neither open the breaker nor wait for it (one runs at a time).
+    lastUsed: new LastUsedBuffer(
+      (entries) => deadlines.run('touch', () => store.touch(entries), { shed: false }),
+      flushMs,
+      listeners.report,
+    ),
     listeners,
     confirmations: new Confirmations(CONFIRM_RETRY_MS),
     inDoubt: new InDoubt(options.breaker ? (options.breaker.retryMs ?? 250) : 250, storeTimeoutMs),
