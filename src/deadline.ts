@@ -135,6 +135,24 @@ export class Deadlines {
 }
 
 /**
+ * Waits for `work` (its failure included), but not past `deadline` on the `performance.now()`
+ * clock. Resolves `true` when `work` settled in time.
+ */
+export async function settledBy(work: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
+  });
+  const settled = work.then(
+    () => true as const,
+    () => true as const,
+  );
+  const done = await Promise.race([settled, late]);
+  clearTimeout(timer);
+  return done;
+}
+
+/**
  * The errors a store may raise on purpose, by the call that raised them; their meaning is kept.
  * A conflict can only come from a write. A store may refuse as invalid what a caller passed on
  * (a record, a list query, an id) when only the store can check it, but never a digest: keygate

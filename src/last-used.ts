@@ -1,5 +1,6 @@
 // LastUsedBuffer: remembers when each key was last used and writes those times in batches, off the request path.
 
+import { settledBy } from './deadline.js';
 import type { TouchEntry } from './store.js';
 
 /** The most entries one store call receives. */
@@ -93,16 +94,7 @@ export class LastUsedBuffer {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.closing = true;
-    const bounded = async (work: Promise<void>): Promise<boolean> => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
-      });
-      const done = await Promise.race([work.then(() => true as const), late]);
-      clearTimeout(timer);
-      return done;
-    };
-    if (this.running && !(await bounded(this.running))) {
+    if (this.running && !(await settledBy(this.running, deadline))) {
       // The store never answered the flush in flight: its batch and what waits are given up.
       return this.giveUp(this.unsettled + this.pending.size);
     }
@@ -110,7 +102,7 @@ export class LastUsedBuffer {
     if (this.pending.size === 0) return this.giveUp(0);
     const taken = this.pending;
     this.pending = new Map();
-    await bounded(this.writeAll(taken));
+    await settledBy(this.writeAll(taken), deadline);
     // Batches written before the deadline are not counted; failed ones are back among the pending.
     return this.giveUp(this.unsettled + this.pending.size);
   }

@@ -4,7 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import type { BreakerOptions } from './breaker.js';
 import type { InvalidationBus, VerifyCacheOptions } from './cache.js';
 import { decide, FAILURES } from './decide.js';
-import { Deadlines } from './deadline.js';
+import { Deadlines, settledBy } from './deadline.js';
 import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type KeyEvent, Listeners } from './events.js';
 import { toApiKey } from './fields.js';
@@ -287,13 +287,13 @@ async function close(parts: ManagerParts): Promise<void> {
   const deadline = performance.now() + parts.raceBudgetMs;
   // Verifies already waiting on the store end within their own deadline, before this one.
   if (parts.remoteVerifies > 0) await new Promise<void>((resolve) => (parts.verifiesDone = resolve));
-  const waiting = parts.confirmations.size > 0 ? within(parts.confirmations.retry(), deadline) : Promise.resolve();
+  const waiting = parts.confirmations.size > 0 ? settledBy(parts.confirmations.retry(), deadline) : Promise.resolve();
   const droppedLastUsed = await parts.lastUsed.close(deadline);
   await waiting;
   const unconfirmedRotations = parts.confirmations.stop();
   parts.inDoubt.stop();
   // A subscription still connecting is stopped when it completes: close() never waits for it.
-  await within(parts.lookup.close(), performance.now() + CLOSE_MARGIN_MS);
+  await settledBy(parts.lookup.close(), performance.now() + CLOSE_MARGIN_MS);
   if (droppedLastUsed > 0 || unconfirmedRotations > 0) {
     const what = [
       droppedLastUsed > 0 ? `${droppedLastUsed} last-used times were not written` : '',
@@ -301,20 +301,4 @@ async function close(parts: ManagerParts): Promise<void> {
     ].filter(Boolean);
     parts.listeners.report(new StoreUnavailableError('close', what.join('; ')));
   }
-}
-
-/** Waits for `work`, but not past `deadline` (on the `performance.now()` clock). */
-async function within(work: Promise<unknown>, deadline: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
-  });
-  await Promise.race([
-    work.then(
-      () => undefined,
-      () => undefined,
-    ),
-    late,
-  ]);
-  clearTimeout(timer);
 }
