@@ -4,27 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type BetterSqlite3 from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import type BetterSqlite3 from 'better-sqlite3';
+import { runsHere, SQLITE_DRIVERS } from '../support/sqlite-drivers.js';
 import { sqliteStore } from '../../adapters/sqlite/index.js';
 import { createKeyManager, type KeyManager, StoreUnavailableError } from '../../src/index.js';
 
-type DatabaseClass = typeof BetterSqlite3;
-
-interface Driver {
-  major: number;
-  pkg: string;
-  minNode?: number;
-  load(): Promise<DatabaseClass>;
-}
-
-const DRIVERS: readonly Driver[] = [
-  { major: 11, pkg: 'better-sqlite3-11', load: async () => (await import('better-sqlite3-11')).default },
-  { major: 12, pkg: 'better-sqlite3', load: async () => (await import('better-sqlite3')).default },
-  { major: 13, pkg: 'better-sqlite3-13', minNode: 22, load: async () => (await import('better-sqlite3-13')).default },
-];
-
-const nodeMajor = Number(process.versions.node.split('.')[0]);
 const holderScript = fileURLToPath(new URL('./fixtures/sqlite-lock-holder.mjs', import.meta.url));
 
 /** The longest the event loop may go without a turn while the store meets a lock: far below every lock held here. */
@@ -61,9 +46,9 @@ interface Setup {
   token: string;
 }
 
-for (const driver of DRIVERS) {
+for (const driver of SQLITE_DRIVERS) {
   const name = `better-sqlite3 ${driver.major}`;
-  const runs = driver.minNode === undefined || nodeMajor >= driver.minNode;
+  const runs = runsHere(driver);
   describe.skipIf(!runs)(runs ? `SQLite locked by another process (${name})` : `${name} needs Node >= ${driver.minNode}`, () => {
     let dir = '';
     let children: ChildProcess[] = [];

@@ -3,32 +3,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type BetterSqlite3 from 'better-sqlite3';
+import { runsHere, SQLITE_DRIVERS } from '../support/sqlite-drivers.js';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
-type DatabaseClass = typeof BetterSqlite3;
-
-/** A major of better-sqlite3, loaded only when this Node.js can load it (a native addon built for another Node.js may crash the process). */
-interface Driver {
-  major: number;
-  /** The installed package (an npm alias for the majors beside the main one). */
-  pkg: string;
-  /** The oldest Node.js major the driver supports. */
-  minNode?: number;
-  load(): Promise<DatabaseClass>;
-}
-
-const DRIVERS: readonly Driver[] = [
-  { major: 11, pkg: 'better-sqlite3-11', load: async () => (await import('better-sqlite3-11')).default },
-  { major: 12, pkg: 'better-sqlite3', load: async () => (await import('better-sqlite3')).default },
-  { major: 13, pkg: 'better-sqlite3-13', minNode: 22, load: async () => (await import('better-sqlite3-13')).default },
-];
-
-const nodeMajor = Number(process.versions.node.split('.')[0]);
 const require = createRequire(import.meta.url);
 
 function fixture(open: () => Promise<BetterSqlite3.Database>, onClose: () => void = () => {}) {
@@ -49,9 +31,9 @@ function fixture(open: () => Promise<BetterSqlite3.Database>, onClose: () => voi
   };
 }
 
-for (const driver of DRIVERS) {
+for (const driver of SQLITE_DRIVERS) {
   const name = `better-sqlite3 ${driver.major}`;
-  const runs = driver.minNode === undefined || nodeMajor >= driver.minNode;
+  const runs = runsHere(driver);
   // The driver is imported in the hooks only, so a skipped major is never loaded.
   describe.skipIf(!runs)(runs ? name : `${name} needs Node >= ${driver.minNode} (this is Node ${process.versions.node})`, () => {
     storeContractSuite(
