@@ -28,6 +28,10 @@ export interface BreakerOptions {
   maxPending?: number | undefined;
 }
 
+/** What admit() answers for a call that may go: shared, so admitting allocates nothing. */
+const SEND: { readonly trial: boolean } = Object.freeze({ trial: false });
+const TRIAL: { readonly trial: boolean } = Object.freeze({ trial: true });
+
 /** Why a call was not sent, in words for `StoreUnavailableError`. */
 export type Refusal = string;
 
@@ -70,7 +74,7 @@ export class Breaker {
    * `expired` if its deadline passes first); `trial` says whether it is the open breaker's trial.
    * A string: the reason it must not be sent.
    */
-  admit(): { trial: boolean } | Refusal {
+  admit(): { readonly trial: boolean } | Refusal {
     // The open breaker's trial goes even past maxPending: calls the driver never gives back must
     // not stop the store from being tried again.
     if (this.pending >= this.maxPending && !this.open) {
@@ -83,10 +87,10 @@ export class Breaker {
       }
       this.trialInFlight = true;
       this.pending++;
-      return { trial: true };
+      return TRIAL;
     }
     this.pending++;
-    return { trial: false };
+    return SEND;
   }
 
   /**
