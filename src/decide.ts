@@ -15,6 +15,8 @@ const MESSAGES: Record<VerifyFailureCode, string> = {
   EXPIRED: 'The API key has expired.',
   IP_NOT_ALLOWED: 'The client address is not allowed to use this API key.',
   INSUFFICIENT_SCOPE: 'The API key does not grant the required scope.',
+  RATE_LIMITED: 'The API key has made too many requests; retry later.',
+  USAGE_EXCEEDED: 'The API key has no uses left.',
 };
 
 /** One frozen result object per failure code: rejections allocate nothing. */

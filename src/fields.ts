@@ -32,6 +32,13 @@ export interface FieldSpec {
    * given value, and Redis keeps it beside the record rather than in it.
    */
   readonly touched: boolean;
+  /**
+   * A counter (`remaining`, `refilledAt`): changed by `spend()` without a new version, so
+   * `update()` writes it only when told to (an edit of the quota), never from a stale read.
+   */
+  readonly counter: boolean;
+  /** Parsed on first read (`defineLazyJson`), not when the record is read: metadata, which may be large. */
+  readonly lazy: boolean;
 }
 
 /**
@@ -67,7 +74,11 @@ const DECLARED = {
   updatedAt: { kind: 'time', column: 'updated_at' },
   lastUsedAt: { kind: 'time', column: 'last_used_at', nullable: true, touched: true },
   expiresAt: { kind: 'time', column: 'expires_at', nullable: true },
-  metadata: { kind: 'json', column: 'metadata' },
+  metadata: { kind: 'json', column: 'metadata', lazy: true },
+  rateLimit: { kind: 'json', column: 'rate_limit', nullable: true },
+  remaining: { kind: 'integer', column: 'remaining', nullable: true, counter: true },
+  refill: { kind: 'json', column: 'refill', nullable: true },
+  refilledAt: { kind: 'time', column: 'refilled_at', nullable: true, counter: true, public: false },
   version: { kind: 'integer', column: 'version' },
   digest: { kind: 'text', column: 'digest', sqlType: 'digest', public: false },
   previousDigest: { kind: 'text', column: 'previous_digest', sqlType: 'digest', nullable: true, public: false },
@@ -88,6 +99,8 @@ export const FIELD_LIST: ReadonlyArray<readonly [FieldName, FieldSpec]> = (
     sqlType: d.sqlType ?? SQL_TYPE_OF_KIND[d.kind],
     nullable: d.nullable ?? false,
     touched: d.touched ?? false,
+    counter: d.counter ?? false,
+    lazy: d.lazy ?? false,
   }),
 ]);
 
@@ -116,6 +129,9 @@ export function toApiKey(r: KeyRecord): ApiKey {
     lastUsedAt: r.lastUsedAt,
     expiresAt: r.expiresAt,
     metadata: r.metadata,
+    rateLimit: r.rateLimit,
+    remaining: r.remaining,
+    refill: r.refill,
     version: r.version,
   };
 }

@@ -3,6 +3,19 @@
 export { createKeyManager } from './manager.js';
 export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
 export type { BreakerOptions } from './breaker.js';
+export type { RateLimitsOptions } from './manager.js';
+export { memoryLimiter, slide, describe as describeWindow, RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS } from './rate-limit.js';
+export type {
+  RateLimit,
+  RateLimiter,
+  RateLimitBucket,
+  RateLimitStatus,
+  LimiterAnswer,
+  WindowState,
+  MemoryLimiterOptions,
+} from './rate-limit.js';
+export { spendQuota, QUOTA_MAX } from './quota.js';
+export type { QuotaRefill, QuotaState } from './quota.js';
 export { b2bWaveScopes, defineScopes } from './scopes.js';
 export type { ScopeCatalog, ScopeInfo, DefineScopesOptions, ScopeActionDefinition } from './scopes.js';
 export { canonicalIp, parseAllowedIps, isIpAllowed, MAX_ALLOWED_IPS } from './ip.js';
@@ -34,7 +47,7 @@ export type {
   OriginCheckOptions,
   OriginCheckRequest,
 } from './http.js';
-export type { KeyStore, KeyRecord, StoreListQuery, ListPosition, TouchEntry } from './store.js';
+export type { KeyStore, KeyRecord, StoreListQuery, ListPosition, TouchEntry, SpendResult } from './store.js';
 export type { VerifyCacheOptions, InvalidationBus, InvalidationSubscriber } from './cache.js';
 export type {
   ApiKey,

@@ -7,6 +7,8 @@ import { toApiKey } from './fields.js';
 import type { LastUsedBuffer } from './last-used.js';
 import type { CachedLookup } from './lookup.js';
 import { parseAllowedIps } from './ip.js';
+import { checkRefill, checkRemaining } from './quota.js';
+import { checkRateLimit } from './rate-limit.js';
 import type { ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
 import { hintOf, type TokenSource } from './token.js';
@@ -71,6 +73,10 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     throw new ValidationError('expiresAt', 'must be in the future for a new key');
   }
   const metadata = checkMetadata(input.metadata);
+  const rateLimit = input.rateLimit === undefined ? null : checkRateLimit('rateLimit', input.rateLimit);
+  const remaining = input.remaining === undefined ? null : checkRemaining(input.remaining);
+  const refill = input.refill === undefined ? null : checkRefill('refill', input.refill);
+  checkQuota(parts, remaining, refill);
   const token = parts.tokens.token(parts.prefix);
   const record: KeyRecord = {
     id: parts.tokens.id(),
@@ -85,6 +91,10 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     lastUsedAt: null,
     expiresAt,
     metadata,
+    rateLimit,
+    remaining,
+    refill,
+    refilledAt: refill === null ? null : createdAt,
     version: 1,
     digest: parts.digest(token),
     previousDigest: null,
@@ -114,8 +124,21 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
   if (changes.allowedIps !== undefined) patch.allowedIps = allowedIps(changes.allowedIps);
   if (changes.expiresAt !== undefined) patch.expiresAt = checkDate('expiresAt', changes.expiresAt);
   if (changes.metadata !== undefined) patch.metadata = checkMetadata(changes.metadata);
-  const record = await writeWithRetry(parts, id, expectedVersion, (current, at) => {
+  if (changes.rateLimit !== undefined) patch.rateLimit = checkRateLimit('rateLimit', changes.rateLimit);
+  if (changes.remaining !== undefined) patch.remaining = checkRemaining(changes.remaining);
+  if (changes.refill !== undefined) patch.refill = checkRefill('refill', changes.refill);
+  // An edit of the quota sets its counters; any other leaves them to spend().
+  const counters = changes.remaining !== undefined || changes.refill !== undefined;
+  if (counters) checkQuota(parts, patch.remaining === undefined ? 0 : patch.remaining, patch.refill ?? null);
+  const record = await writeWithRetry(parts, id, expectedVersion, counters, (current, at) => {
     const next: KeyRecord = { ...current, ...patch, updatedAt: at, version: current.version + 1 };
+    if (counters) {
+      if (next.refill !== null && next.remaining === null) {
+        throw new ValidationError('refill', 'needs a quota: set remaining as well (the uses the key starts with)');
+      }
+      // A new count or a new refill restarts the interval: the next refill is due one interval from now.
+      next.refilledAt = next.refill === null || next.remaining === null ? null : at;
+    }
     // The grace period of a rotated token never outlives the key.
     if (next.previousDigestExpiresAt && next.expiresAt && next.previousDigestExpiresAt > next.expiresAt) {
       next.previousDigestExpiresAt = next.expiresAt;
@@ -128,7 +151,7 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
 export async function setActive(parts: ManagerParts, id: string, active: boolean): Promise<ApiKey> {
   assertOpen(parts);
   checkId(id);
-  const record = await writeWithRetry(parts, id, undefined, (current, at) =>
+  const record = await writeWithRetry(parts, id, undefined, false, (current, at) =>
     current.active === active ? null : { ...current, active, updatedAt: at, version: current.version + 1 },
   );
   return changed(parts, active ? 'activated' : 'deactivated', record);
@@ -167,7 +190,7 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
   // A rotation of this process whose new token was delivered but whose old token's end was not
   // written is finished first: its token is in use, so it must not look like one never delivered.
   await parts.confirmations.settle(id);
-  const staged = await writeWithRetry(parts, id, undefined, (current, at) => {
+  const staged = await writeWithRetry(parts, id, undefined, false, (current, at) => {
     // Another rotation between its two writes: wait for it, then rotate its token out.
     if (unconfirmed(current) && at.getTime() - current.updatedAt.getTime() < parts.raceBudgetMs) return WAIT;
     return {
@@ -214,7 +237,7 @@ export interface Confirmation {
 
 /** Writes a rotation's second step; the record as written (or as found, when there is nothing left to do). */
 async function confirmRotation(parts: ManagerParts, id: string, confirmation: Confirmation): Promise<KeyRecord> {
-  return writeWithRetry(parts, id, undefined, (current, at) => {
+  return writeWithRetry(parts, id, undefined, false, (current, at) => {
     // Superseded by another rotation, or already confirmed: nothing to do.
     if (current.digest !== confirmation.digest || !unconfirmed(current) || current.previousDigest !== confirmation.kept) return null;
     const ended = confirmation.graceEnd === null || confirmation.graceEnd.getTime() <= at.getTime();
@@ -326,6 +349,19 @@ export class Confirmations {
       });
     }, this.retryMs);
     this.timer.unref();
+  }
+}
+
+/**
+ * A quota needs a store that can spend it atomically; a refill needs a quota to refill. `remaining`
+ * is `undefined`-free here: `null` for none.
+ */
+function checkQuota(parts: ManagerParts, remaining: number | null, refill: unknown): void {
+  if (remaining !== null && typeof parts.store.spend !== 'function') {
+    throw new ValidationError('remaining', 'needs a store that can spend uses atomically (spend()); every built-in store can');
+  }
+  if (refill !== null && remaining === null) {
+    throw new ValidationError('refill', 'needs a quota: set remaining as well (the uses the key starts with)');
   }
 }
 
@@ -444,6 +480,7 @@ async function writeWithRetry(
   parts: ManagerParts,
   id: string,
   expectedVersion: number | undefined,
+  counters: boolean,
   change: (current: KeyRecord, at: Date) => KeyRecord | null | typeof WAIT,
 ): Promise<KeyRecord> {
   const { store, deadlines } = parts;
@@ -457,7 +494,7 @@ async function writeWithRetry(
     }
     const next = change(current, new Date(parts.now()));
     if (next === null) return current;
-    if (next !== WAIT && (await write(parts, 'update', () => store.update(next, current.version), unknown, id))) return next;
+    if (next !== WAIT && (await write(parts, 'update', () => store.update(next, current.version, counters), unknown, id))) return next;
     if (expectedVersion !== undefined || performance.now() - started >= parts.raceBudgetMs) {
       const latest = await deadlines.run('findById', () => store.findById(id));
       if (!latest) throw new KeyNotFoundError(id);

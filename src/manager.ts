@@ -21,6 +21,18 @@ import {
   updateKey,
 } from './lifecycle.js';
 import { CachedLookup } from './lookup.js';
+import { QUOTA_MAX, quotaRetryAfter } from './quota.js';
+import {
+  checkRateLimit,
+  describe,
+  IN_PROCESS,
+  type LimiterAnswer,
+  memoryLimiter,
+  type RateLimit,
+  type RateLimitBucket,
+  type RateLimiter,
+  type RateLimitStatus,
+} from './rate-limit.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
 import { assertPrefix, createDigester, isWellFormedToken, randomTokenSource, TOKEN_SOURCE, type TokenSource } from './token.js';
@@ -40,6 +52,29 @@ import type {
 import { checkBoolean, checkId, checkOwner, checkWholeNumber, decodeCursor, encodeCursor } from './validate.js';
 
 export type { KeyEvent } from './events.js';
+
+/** Rate limits of the manager: where the counters live, and the limits of keys that set none. */
+export interface RateLimitsOptions {
+  /** Where counters live: `memoryLimiter()` (one instance), `redisLimiter(client)`, `postgresLimiter(pool)`, …. @default memoryLimiter() */
+  limiter?: RateLimiter | undefined;
+  /** The limit of every key whose own `rateLimit` is `null`. @default none */
+  default?: RateLimit | null | undefined;
+  /**
+   * A limit shared by all keys of one owner (on top of each key's own): one limit for every owner,
+   * or a function giving an owner's limit (`null`: none). Keys without an owner have none. Called
+   * on every verify of an owned key: keep it a lookup, not a query.
+   * @default none
+   */
+  owner?: RateLimit | ((ownerId: string) => RateLimit | null) | null | undefined;
+  /**
+   * When the limiter fails (or times out): `false` refuses the request with
+   * `StoreUnavailableError` (503) like a failing key store; `true` lets it through unlimited and
+   * reports the failure through `onError`. Fail-open keeps the API up while the limiter is down,
+   * at the cost of every limit while it is.
+   * @default false
+   */
+  failOpen?: boolean | undefined;
+}
 
 export interface KeyManagerOptions {
   /** Where keys live: `memoryStore()`, `postgresStore(pool)`, `redisStore(client)`, …. */
@@ -78,6 +113,8 @@ export interface KeyManagerOptions {
    * @default { failures: 5, retryMs: 250, maxPending: 10000 }
    */
   breaker?: BreakerOptions | false | undefined;
+  /** Per-key rate limits: the limiter and the defaults (docs/rate-limits.md). @default memory counters, no default limit */
+  rateLimits?: RateLimitsOptions | undefined;
   /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
   lastUsedFlushMs?: number | undefined;
   /** Receives every lifecycle and verify event. A throwing listener is ignored. */
@@ -193,6 +230,7 @@ function wire(options: KeyManagerOptions): ManagerParts {
     verifiesDone: null,
     closed: false,
   };
+  limitsOf.set(parts, wireLimits(options.rateLimits, storeTimeoutMs, options.breaker, listeners.report));
   parts.confirmations.bind(parts);
   parts.inDoubt.bind(parts);
   return parts;
@@ -218,19 +256,168 @@ async function verify(parts: ManagerParts, token: unknown, options: VerifyOption
     }
   }
   const at = parts.now();
-  const result = decide(record, digest, options, at, parts.catalog);
+  let result = decide(record, digest, options, at, parts.catalog);
   if (!result.valid) return rejected(parts, result.code, result.code === 'NOT_FOUND' ? null : (record as KeyRecord).id, options);
-  const id = result.key.id;
+  const found = record as KeyRecord;
+  const limits = limitsOf.get(parts) as Limits;
+  // Limits and quotas come last: a request refused for any other reason spends nothing.
+  if (found.remaining !== null || found.rateLimit !== null || limits.any) {
+    result = await spend(parts, limits, found, result.key, options, at);
+    if (!result.valid) return rejected(parts, result.code, found.id, options, result);
+  }
+  const id = found.id;
   parts.lastUsed.touch(id, at);
   if (parts.listeners.wantsEvents) parts.listeners.emit({ type: 'verified', keyId: id, at: new Date(at), ip: options?.ip ?? null });
   return result;
 }
 
-function rejected(parts: ManagerParts, code: VerifyFailureCode, keyId: string | null, options: VerifyOptions | undefined): VerifyResult {
+/** The manager's rate-limit settings, compiled. */
+interface Limits {
+  /** Whether any key may be limited without a limit of its own (a default or an owner limit). */
+  readonly any: boolean;
+  readonly fallback: Readonly<RateLimit> | null;
+  readonly owner: ((ownerId: string) => Readonly<RateLimit> | null) | null;
+  /** Created on first use: a manager whose keys have no limits never makes one. */
+  limiter: RateLimiter | null;
+  readonly deadlines: Deadlines;
+  readonly failOpen: boolean;
+  readonly report: (error: unknown) => void;
+}
+
+const limitsOf = new WeakMap<ManagerParts, Limits>();
+
+function wireLimits(
+  options: RateLimitsOptions | undefined,
+  storeTimeoutMs: number,
+  breaker: KeyManagerOptions['breaker'],
+  report: (error: unknown) => void,
+): Limits {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new ValidationError('rateLimits', 'must be an object such as { limiter, default, owner, failOpen }');
+  }
+  const o = options ?? {};
+  if (o.limiter !== undefined && (o.limiter === null || typeof o.limiter.take !== 'function')) {
+    throw new ValidationError('rateLimits.limiter', 'must be a RateLimiter such as memoryLimiter() or redisLimiter(client)');
+  }
+  const fallback = o.default === undefined ? null : checkRateLimit('rateLimits.default', o.default);
+  let owner: Limits['owner'] = null;
+  if (typeof o.owner === 'function') {
+    const lookup = o.owner;
+    owner = (ownerId) => {
+      const limit = lookup(ownerId);
+      return limit === null || limit === undefined ? null : checkRateLimit(`rateLimits.owner(${JSON.stringify(ownerId)})`, limit);
+    };
+  } else if (o.owner !== undefined && o.owner !== null) {
+    const shared = checkRateLimit('rateLimits.owner', o.owner);
+    owner = () => shared;
+  }
+  const failOpen = o.failOpen ?? false;
+  if (typeof failOpen !== 'boolean') throw new ValidationError('rateLimits.failOpen', 'must be true or false');
+  return {
+    any: fallback !== null || owner !== null,
+    fallback,
+    owner,
+    limiter: o.limiter ?? null,
+    // The limiter's own breaker: a failing limiter does not shed key-store calls, nor the reverse.
+    deadlines: new Deadlines(storeTimeoutMs, breaker),
+    failOpen,
+    report,
+  };
+}
+
+/** The cost of a verify: a whole number 0..QUOTA_MAX, 1 when not given. A bad one is the caller's mistake: thrown. */
+function costOf(options: VerifyOptions | undefined): number {
+  const cost = options?.cost;
+  if (cost === undefined) return 1;
+  if (Number.isInteger(cost) && cost >= 0 && cost <= QUOTA_MAX) return cost;
+  throw new ValidationError('cost', `must be a whole number from 0 to ${QUOTA_MAX}, got ${JSON.stringify(cost) ?? typeof cost}`);
+}
+
+/**
+ * The rate limits (the key's own or the default, and its owner's), then the quota. A request the
+ * rate limit refuses spends no quota; one the quota refuses has still counted against the rate
+ * limit, like any request that reached the server.
+ */
+async function spend(
+  parts: ManagerParts,
+  limits: Limits,
+  record: KeyRecord,
+  key: ApiKey,
+  options: VerifyOptions | undefined,
+  at: number,
+): Promise<VerifyResult> {
+  const cost = costOf(options);
+  let statuses: RateLimitStatus[] | undefined;
+  const own = record.rateLimit ?? limits.fallback;
+  const owner = record.ownerId !== null && limits.owner !== null ? limits.owner(record.ownerId) : null;
+  if (own !== null || owner !== null) {
+    const buckets: Array<RateLimitBucket & { scope: RateLimitStatus['scope'] }> = [];
+    if (own !== null) buckets.push({ key: `k:${record.id}`, limit: own.limit, windowMs: own.windowMs, scope: 'key' });
+    if (owner !== null) buckets.push({ key: `o:${record.ownerId}`, limit: owner.limit, windowMs: owner.windowMs, scope: 'owner' });
+    const group = owner !== null ? `o:${record.ownerId}` : `k:${record.id}`;
+    limits.limiter ??= memoryLimiter();
+    const limiter = limits.limiter;
+    let answer: LimiterAnswer | null = null;
+    try {
+      // Counters in this process answer at once and cannot hang: no deadline, no promise.
+      answer = (limiter as { [IN_PROCESS]?: true })[IN_PROCESS]
+        ? (limiter.take(group, buckets, cost, at) as LimiterAnswer)
+        : await limits.deadlines.run('rateLimit', async () => limiter.take(group, buckets, cost, at));
+    } catch (error) {
+      if (!limits.failOpen) throw error;
+      limits.report(error);
+    }
+    if (answer !== null) {
+      const { allowed, states } = answer;
+      statuses = buckets.map((b, i) => ({
+        scope: b.scope,
+        limit: b.limit,
+        windowMs: b.windowMs,
+        ...describe(states[i] ?? { window: 0, count: 0, previous: 0 }, b.limit, b.windowMs, cost, at, allowed),
+      }));
+      if (!allowed) {
+        let retryAfterMs: number | null = 0;
+        for (const s of statuses) {
+          if (s.retryAfterMs === null || retryAfterMs === null) retryAfterMs = null;
+          else retryAfterMs = Math.max(retryAfterMs, s.retryAfterMs);
+        }
+        return { valid: false, code: 'RATE_LIMITED', message: FAILURES.RATE_LIMITED.message, retryAfterMs, limits: statuses };
+      }
+    }
+  }
+  if (record.remaining === null) return statuses === undefined ? { valid: true, key } : { valid: true, key, limits: statuses };
+  const store = parts.store;
+  const spendUses = store.spend as NonNullable<KeyStore['spend']>;
+  const spent = await parts.deadlines.run('spend', () => spendUses.call(store, record.id, cost, record.refill, at), { write: true });
+  if (spent === null) {
+    // Deleted, or its quota removed, since it was read: read it again (rare).
+    const now = await parts.deadlines.run('findById', () => store.findById(record.id));
+    if (now === null) return FAILURES.NOT_FOUND;
+    if (now.remaining !== null) throw new StoreUnavailableError('spend', `the store found no quota on key '${record.id}', which has one`);
+    const fresh = toApiKey(now);
+    return statuses === undefined ? { valid: true, key: fresh } : { valid: true, key: fresh, limits: statuses };
+  }
+  if (!spent.spent) {
+    const state = { remaining: spent.remaining, refilledAt: spent.refilledAt === null ? null : spent.refilledAt.getTime() };
+    const retryAfterMs = quotaRetryAfter(state, record.refill, cost, at);
+    const refused = { valid: false as const, code: 'USAGE_EXCEEDED' as const, message: FAILURES.USAGE_EXCEEDED.message, retryAfterMs };
+    return statuses === undefined ? refused : { ...refused, limits: statuses };
+  }
+  const after: ApiKey = { ...key, remaining: spent.remaining };
+  return statuses === undefined ? { valid: true, key: after } : { valid: true, key: after, limits: statuses };
+}
+
+function rejected(
+  parts: ManagerParts,
+  code: VerifyFailureCode,
+  keyId: string | null,
+  options: VerifyOptions | undefined,
+  result: VerifyResult = FAILURES[code],
+): VerifyResult {
   if (parts.listeners.wantsEvents) {
     parts.listeners.emit({ type: 'rejected', code, keyId, at: new Date(parts.now()), ip: options?.ip ?? null });
   }
-  return FAILURES[code];
+  return result;
 }
 
 async function getKey(parts: ManagerParts, id: string): Promise<ApiKey | null> {

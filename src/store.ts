@@ -1,5 +1,7 @@
 // The KeyStore interface that every storage adapter implements, and the record it keeps.
 
+import type { QuotaRefill } from './quota.js';
+import type { RateLimit } from './rate-limit.js';
 import type { KeyMetadata } from './types.js';
 
 /**
@@ -19,6 +21,12 @@ export interface KeyRecord {
   lastUsedAt: Date | null;
   expiresAt: Date | null;
   metadata: KeyMetadata;
+  rateLimit: RateLimit | null;
+  /** A counter: `spend` changes it without a new version (see `KeyStore.update`). */
+  remaining: number | null;
+  refill: QuotaRefill | null;
+  /** A counter: when the last refill was due, in whole intervals from when the quota was set. */
+  refilledAt: Date | null;
   version: number;
   /** Hex SHA-256 (or HMAC-SHA-256) of the current token. Unique across the store. */
   digest: string;
@@ -47,6 +55,13 @@ export interface StoreListQuery {
   after?: ListPosition | null | undefined;
   /** The most records to return. */
   limit: number;
+}
+
+/** What `spend` did: the counters after it, and whether the uses were taken. */
+export interface SpendResult {
+  spent: boolean;
+  remaining: number;
+  refilledAt: Date | null;
 }
 
 /** One pending last-used write. */
@@ -78,9 +93,11 @@ export interface KeyStore {
   /**
    * Compare-and-set: replaces the record with `next.id` only if its stored version is
    * `expectedVersion`. Resolves `true` when written, `false` when the record is missing or at
-   * another version. Never creates a record.
+   * another version. Never creates a record. The counters (`remaining`, `refilledAt`) are written
+   * only with `counters: true` (an edit of the quota); otherwise the stored ones stay, since
+   * `spend` may have changed them after the caller's read.
    */
-  update(next: KeyRecord, expectedVersion: number): Promise<boolean>;
+  update(next: KeyRecord, expectedVersion: number, counters?: boolean): Promise<boolean>;
   /** Removes the record for good. Resolves `true` if it existed. */
   delete(id: string): Promise<boolean>;
   /**
@@ -89,6 +106,14 @@ export interface KeyStore {
    * overwrites a newer one.
    */
   touch(entries: readonly TouchEntry[]): Promise<void>;
+  /**
+   * Spends `cost` uses of a key's quota in one atomic step: the refills due by `now` (ms), then
+   * the spend if that many remain, exactly as `spendQuota()` computes them with the stored
+   * counters and the given `refill`. Resolves the counters after it and whether it spent; `null`
+   * when the key is missing or has no quota (`remaining` is null). Optional: a store without it
+   * cannot hold keys with a quota (create and update refuse them).
+   */
+  spend?(id: string, cost: number, refill: QuotaRefill | null, now: number): Promise<SpendResult | null>;
   /** Releases what the store itself opened. The user's own client is left open. */
   close?(): Promise<void>;
 }

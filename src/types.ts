@@ -1,5 +1,8 @@
 // The public data shapes: ApiKey, VerifyResult and the inputs of the manager's methods.
 
+import type { QuotaRefill } from './quota.js';
+import type { RateLimit, RateLimitStatus } from './rate-limit.js';
+
 /** A JSON value, as kept in `metadata`. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -29,17 +32,46 @@ export interface ApiKey {
   /** After this instant the key is refused with `EXPIRED`; `null` = never. */
   readonly expiresAt: Date | null;
   readonly metadata: Readonly<KeyMetadata>;
+  /** At most this many requests per window, shared by every instance; `null` = the manager's default (if any). */
+  readonly rateLimit: Readonly<RateLimit> | null;
+  /**
+   * Uses left (each verify spends its `cost`); `null` = no quota. As of this read: a verify's
+   * result carries the count after its own use.
+   */
+  readonly remaining: number | null;
+  /** How `remaining` is topped up; `null` = never. */
+  readonly refill: Readonly<QuotaRefill> | null;
   /** Increases on every edit (by one; by two on a rotation); pass it as `expectedVersion` for compare-and-set updates. */
   readonly version: number;
 }
 
 /** Why `verify` refused a token. */
-export type VerifyFailureCode = 'MISSING' | 'MALFORMED' | 'NOT_FOUND' | 'INACTIVE' | 'EXPIRED' | 'IP_NOT_ALLOWED' | 'INSUFFICIENT_SCOPE';
+export type VerifyFailureCode =
+  | 'MISSING'
+  | 'MALFORMED'
+  | 'NOT_FOUND'
+  | 'INACTIVE'
+  | 'EXPIRED'
+  | 'IP_NOT_ALLOWED'
+  | 'INSUFFICIENT_SCOPE'
+  | 'RATE_LIMITED'
+  | 'USAGE_EXCEEDED';
 
-/** The outcome of `verify`. A store failure is never a result: it throws `StoreUnavailableError`. */
+/**
+ * The outcome of `verify`. A store failure is never a result: it throws `StoreUnavailableError`.
+ * `limits` is there when a rate limit applied to the key (its own, its owner's); `retryAfterMs`
+ * with `RATE_LIMITED` and `USAGE_EXCEEDED`: the least wait before the same request can pass
+ * (`null`: it never will, e.g. a spent quota without refill or a cost above the limit).
+ */
 export type VerifyResult =
-  | { readonly valid: true; readonly key: ApiKey }
-  | { readonly valid: false; readonly code: VerifyFailureCode; readonly message: string };
+  | { readonly valid: true; readonly key: ApiKey; readonly limits?: readonly RateLimitStatus[] }
+  | {
+      readonly valid: false;
+      readonly code: VerifyFailureCode;
+      readonly message: string;
+      readonly retryAfterMs?: number | null;
+      readonly limits?: readonly RateLimitStatus[];
+    };
 
 /** Allowed addresses as the admin form sends them (`'203.0.113.7,2001:db8::1'`), or as an array. */
 export type AllowedIpsInput = string | readonly string[] | null;
@@ -59,6 +91,12 @@ export interface CreateKeyInput {
   expiresAt?: Date | string | number | null | undefined;
   /** JSON data kept with the key. @default {} */
   metadata?: KeyMetadata | undefined;
+  /** At most `limit` requests per `windowMs` with this key. @default null (the manager's default, if any) */
+  rateLimit?: RateLimit | null | undefined;
+  /** Uses the key may spend; verify refuses with `USAGE_EXCEEDED` when none are left. @default null (no quota) */
+  remaining?: number | null | undefined;
+  /** Tops `remaining` up to `amount` every `intervalMs`, counted from now. Needs `remaining`. @default null */
+  refill?: QuotaRefill | null | undefined;
 }
 
 export interface UpdateKeyInput {
@@ -68,6 +106,12 @@ export interface UpdateKeyInput {
   allowedIps?: AllowedIpsInput | undefined;
   expiresAt?: Date | string | number | null | undefined;
   metadata?: KeyMetadata | undefined;
+  /** `null` removes the key's own limit. */
+  rateLimit?: RateLimit | null | undefined;
+  /** Sets the uses left (and restarts the refill interval); `null` removes the quota. */
+  remaining?: number | null | undefined;
+  /** `null` stops refills. Needs a quota (`remaining`). */
+  refill?: QuotaRefill | null | undefined;
 }
 
 export interface UpdateOptions {
@@ -107,6 +151,12 @@ export interface VerifyOptions {
   scope?: string | readonly string[] | undefined;
   /** The client address, checked against the key's allow-list. An unparsable address never matches. */
   ip?: string | null | undefined;
+  /**
+   * What this request spends of the key's rate limit and quota, 0..1,000,000,000 (0 checks
+   * without spending). Spent only once every other check has passed.
+   * @default 1
+   */
+  cost?: number | undefined;
 }
 
 /** What `create` and `rotate` return: the key and its token, shown this once. */

@@ -2,7 +2,8 @@
 
 import { StoreConflictError } from '../../src/errors.js';
 import { deepFreeze } from '../../src/freeze.js';
-import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+import { type QuotaRefill, spendQuota } from '../../src/quota.js';
+import type { KeyRecord, KeyStore, SpendResult, StoreListQuery, TouchEntry } from '../../src/store.js';
 import { findByDigestSync, type SyncLookupStore } from '../../src/sync-lookup.js';
 
 const EMPTY_METADATA = Object.freeze({});
@@ -95,14 +96,15 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
     return out;
   }
 
-  async update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
+  async update(next: KeyRecord, expectedVersion: number, counters = false): Promise<boolean> {
     const current = this.byId.get(next.id);
     if (!current || current.version !== expectedVersion) return false;
     for (const d of [next.digest, next.previousDigest]) {
       const holder = d === null ? undefined : this.byDigest.get(d);
       if (holder && holder.id !== next.id) throw new StoreConflictError('a key with this token digest already exists');
     }
-    const kept = this.freeze(next);
+    // The counters as spend() left them, unless this edit sets them.
+    const kept = this.freeze(counters ? next : { ...next, remaining: current.remaining, refilledAt: current.refilledAt });
     this.unindex(current);
     this.byId.set(kept.id, kept);
     this.index(kept);
@@ -117,6 +119,24 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
     this.unindex(current);
     this.ordered.splice(this.find(current), 1);
     return true;
+  }
+
+  async spend(id: string, cost: number, refill: QuotaRefill | null, now: number): Promise<SpendResult | null> {
+    const current = this.byId.get(id);
+    if (!current || current.remaining === null) return null;
+    const refilledAt = current.refilledAt === null ? null : current.refilledAt.getTime();
+    const { state, spent } = spendQuota({ remaining: current.remaining, refilledAt }, refill, cost, now);
+    if (state.remaining !== current.remaining || state.refilledAt !== refilledAt) {
+      const kept = this.freeze({
+        ...current,
+        remaining: state.remaining,
+        refilledAt: state.refilledAt === null ? null : new Date(state.refilledAt),
+      });
+      this.byId.set(id, kept);
+      this.index(kept);
+      this.ordered[this.find(current)] = kept;
+    }
+    return { spent, remaining: state.remaining, refilledAt: state.refilledAt === null ? null : new Date(state.refilledAt) };
   }
 
   async touch(entries: readonly TouchEntry[]): Promise<void> {
@@ -150,6 +170,10 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
       lastUsedAt: r.lastUsedAt,
       expiresAt: r.expiresAt,
       metadata: frozenJson(r.metadata) as KeyRecord['metadata'],
+      rateLimit: r.rateLimit === null ? null : (frozenJson(r.rateLimit) as KeyRecord['rateLimit']),
+      remaining: r.remaining,
+      refill: r.refill === null ? null : (frozenJson(r.refill) as KeyRecord['refill']),
+      refilledAt: r.refilledAt,
       version: r.version,
       digest: r.digest,
       previousDigest: r.previousDigest,
