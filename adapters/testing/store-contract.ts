@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { ValidationError } from '../../src/errors.js';
+import { spendQuota, type QuotaState } from '../../src/quota.js';
 import { createKeyManager, type KeyManager, type KeyManagerOptions } from '../../src/manager.js';
 import type { KeyStore } from '../../src/store.js';
 import { syncLookupOf } from '../../src/sync-lookup.js';
@@ -32,6 +33,12 @@ export interface StoreContractOptions {
   concurrentCreates?: number;
   /** How many scope edits of one version race each other (at least 2). @default 50 */
   concurrentEdits?: number;
+  /**
+   * Whether the store spends quotas (`spend()`). `false` for a store without it: the quota checks
+   * are replaced by one that keys with a quota are refused.
+   * @default true
+   */
+  quotas?: boolean;
   /** The timeout of each check, in ms, for runners that take one (vitest, jest). @default 30000 */
   timeoutMs?: number;
   /** The timeout of setup and cleanup, in ms, for runners that take one. @default 60000 */
@@ -88,10 +95,12 @@ function countingCalls(store: KeyStore): { store: KeyStore; calls: () => number 
     findById: (id) => (n++, store.findById(id)),
     findByDigest: (digest) => (n++, store.findByDigest(digest)),
     list: (query) => (n++, store.list(query)),
-    update: (next, expectedVersion) => (n++, store.update(next, expectedVersion)),
+    update: (next, expectedVersion, counters) => (n++, store.update(next, expectedVersion, counters)),
     delete: (id) => (n++, store.delete(id)),
     touch: (entries) => (n++, store.touch(entries)),
   };
+  const spend = store.spend;
+  if (spend) counted.spend = (id, cost, refill, now) => (n++, spend.call(store, id, cost, refill, now));
   return { store: counted, calls: () => n };
 }
 
@@ -129,6 +138,7 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
   const name = options.name ?? 'KeyStore';
   const concurrentCreates = checkCount('concurrentCreates', options.concurrentCreates ?? 1000);
   const concurrentEdits = checkCount('concurrentEdits', options.concurrentEdits ?? 50);
+  const quotas = options.quotas ?? true;
   const timeoutMs = options.timeoutMs ?? 30_000;
   const hookTimeoutMs = options.hookTimeoutMs ?? 60_000;
   const check = (title: string, body: () => Promise<void>, ms = timeoutMs): unknown => it(title, body, ms);
@@ -540,6 +550,111 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       assert.equal(found?.previousDigest, a.previousDigest);
       assert.equal(found?.previousDigestExpiresAt, null);
     });
+
+    check('keeps a rate limit, a quota and its refill, and edits them', async () => {
+      const keys = manager();
+      const { key: plain } = await keys.create({ name: 'plain', scopes: ['all'] });
+      assertFields(await keys.get(plain.id), { rateLimit: null, remaining: null, refill: null });
+      const { key: limited } = await keys.create({ name: 'limited', scopes: ['all'], rateLimit: { limit: 100, windowMs: 60_000 } });
+      assertFields(await keys.get(limited.id), { rateLimit: { limit: 100, windowMs: 60_000 } });
+      await keys.update(limited.id, { rateLimit: { limit: 5, windowMs: 1000 } });
+      assertFields(await keys.get(limited.id), { rateLimit: { limit: 5, windowMs: 1000 } });
+      if (!quotas) {
+        await rejectsOnField(
+          keys.create({ name: 'metered', scopes: ['all'], remaining: 10 }),
+          'remaining',
+          'a quota on a store without spend()',
+        );
+        return;
+      }
+      const { key } = await keys.create({
+        name: 'metered',
+        scopes: ['all'],
+        rateLimit: { limit: 100, windowMs: 60_000 },
+        remaining: 1000,
+        refill: { amount: 1000, intervalMs: 86_400_000 },
+      });
+      assertFields(await keys.get(key.id), {
+        rateLimit: { limit: 100, windowMs: 60_000 },
+        remaining: 1000,
+        refill: { amount: 1000, intervalMs: 86_400_000 },
+      });
+      await keys.update(key.id, { rateLimit: null, remaining: 5, refill: null });
+      assertFields(await keys.get(key.id), { rateLimit: null, remaining: 5, refill: null });
+      await keys.update(key.id, { remaining: null });
+      assertFields(await keys.get(key.id), { remaining: null });
+    });
+
+    if (quotas) registerQuotaChecks();
+
+    function registerQuotaChecks(): void {
+      check('spends a quota atomically: concurrent verifies admit exactly the uses left, never below zero', async () => {
+        assert.equal(typeof store.spend, 'function', 'the store has spend() (or pass { quotas: false })');
+        const keys = manager();
+        const uses = 25;
+        const { key, token } = await keys.create({ name: 'quota', scopes: ['all'], remaining: uses });
+        const results = await Promise.all(Array.from({ length: 100 }, () => keys.verify(token)));
+        const admitted = results.filter((r) => r.valid);
+        assert.equal(admitted.length, uses);
+        assert.ok(results.filter((r) => !r.valid).every((r) => !r.valid && r.code === 'USAGE_EXCEEDED'));
+        const seen = admitted.map((r) => (r.valid ? r.key.remaining : -1)).sort((a, b) => (a ?? 0) - (b ?? 0));
+        assert.deepStrictEqual(
+          seen,
+          Array.from({ length: uses }, (_, i) => i),
+          'each admitted verify saw its own count',
+        );
+        assert.equal((await keys.get(key.id))?.remaining, 0);
+        assert.equal((await keys.verify(token, { cost: 0 })).valid, true, 'a cost of 0 checks without spending');
+      });
+
+      check('spends from the stored counters exactly as spendQuota computes, refills by whole intervals without drift', async () => {
+        assert.equal(typeof store.spend, 'function', 'the store has spend() (or pass { quotas: false })');
+        const spend = (store.spend as NonNullable<KeyStore['spend']>).bind(store);
+        const start = Date.UTC(2030, 0, 1);
+        const refill = { amount: 7, intervalMs: 1000 };
+        const record = sampleRecord({ remaining: 3, refill, refilledAt: new Date(start) });
+        await store.insert(record);
+        let expected: QuotaState = { remaining: 3, refilledAt: start };
+        let now = start;
+        // A fixed pseudo-random walk: costs 0..4, steps 0..2.5 intervals, 1,200 spends (over 1,000 intervals).
+        let seed = 42;
+        const next = (n: number): number => {
+          seed = (seed * 1103515245 + 12345) % 2147483648;
+          return seed % n;
+        };
+        for (let i = 0; i < 1200; i++) {
+          now += next(2500);
+          const cost = next(5);
+          const want = spendQuota(expected, refill, cost, now);
+          const got = await spend(record.id, cost, refill, now);
+          assert.ok(got, `spend ${i} found the key`);
+          assert.deepStrictEqual(
+            { spent: got.spent, remaining: got.remaining, refilledAt: got.refilledAt?.getTime() ?? null },
+            { spent: want.spent, remaining: want.state.remaining, refilledAt: want.state.refilledAt },
+            `spend ${i} (cost ${cost} at +${now - start} ms)`,
+          );
+          expected = want.state;
+        }
+        assert.equal((expected.refilledAt as number) - start > 1000 * 1000, true, 'the walk crossed more than 1,000 intervals');
+        assert.equal(((expected.refilledAt as number) - start) % 1000, 0, 'refills stay on the interval grid');
+        assert.equal(await spend('no-such-key', 1, null, now), null);
+        const unmetered = sampleRecord();
+        await store.insert(unmetered);
+        assert.equal(await spend(unmetered.id, 1, null, now), null, 'a key without a quota has nothing to spend');
+      });
+
+      check('update leaves the counters as spend() left them unless told to write them', async () => {
+        assert.equal(typeof store.spend, 'function', 'the store has spend() (or pass { quotas: false })');
+        const record = sampleRecord({ remaining: 10 });
+        await store.insert(record);
+        assert.equal((await store.spend?.(record.id, 3, null, Date.UTC(2030, 0, 1)))?.remaining, 7);
+        // A stale copy (remaining 10) written without counters: the spend stays.
+        assert.equal(await store.update({ ...record, name: 'renamed', version: 2 }, 1), true);
+        assertFields(await store.findById(record.id), { name: 'renamed', remaining: 7, version: 2 });
+        assert.equal(await store.update({ ...record, remaining: 50, refilledAt: null, version: 3 }, 2, true), true);
+        assertFields(await store.findById(record.id), { remaining: 50, version: 3 });
+      });
+    }
 
     check('update never creates a record', async () => {
       const ghost = sampleRecord();
