@@ -264,6 +264,8 @@ async function verify(parts: ManagerParts, token: unknown, options: VerifyOption
   if (found.remaining !== null || found.rateLimit !== null || limits.any) {
     result = await spend(parts, limits, found, result.key, options, at);
     if (!result.valid) return rejected(parts, result.code, found.id, options, result);
+  } else if (options?.cost !== undefined) {
+    costOf(options);
   }
   const id = found.id;
   parts.lastUsed.touch(id, at);

@@ -2,14 +2,16 @@
 import { memoryStore } from '../../adapters/memory/index.js';
 import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/index.js';
 
-export type StoreMethod = 'insert' | 'findById' | 'findByDigest' | 'list' | 'update' | 'delete' | 'touch';
-const METHODS: StoreMethod[] = ['insert', 'findById', 'findByDigest', 'list', 'update', 'delete', 'touch'];
+export type StoreMethod = 'insert' | 'findById' | 'findByDigest' | 'list' | 'update' | 'delete' | 'touch' | 'spend';
+const METHODS: StoreMethod[] = ['insert', 'findById', 'findByDigest', 'list', 'update', 'delete', 'touch', 'spend'];
 
 /** Wraps `inner`, counting every call; `calls.total` is the sum. */
 export function countingStore(inner: KeyStore): KeyStore & { calls: Record<StoreMethod | 'total', number> } {
   const calls = Object.fromEntries([...METHODS, 'total'].map((m) => [m, 0])) as Record<StoreMethod | 'total', number>;
   const wrapped = { calls } as KeyStore & { calls: typeof calls };
   for (const method of METHODS) {
+    // An optional method the inner store lacks stays absent, as the manager would see it.
+    if (typeof inner[method] !== 'function') continue;
     (wrapped as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
       calls[method]++;
       calls.total++;
