@@ -4,7 +4,7 @@ export { createKeyManager } from './manager.js';
 export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
 export type { BreakerOptions } from './breaker.js';
 export type { RateLimitsOptions } from './manager.js';
-export { memoryLimiter, slide, describe as describeWindow, RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS } from './rate-limit.js';
+export { memoryLimiter, slide, describe as describeWindow, RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS, RATE_PRODUCT_MAX } from './rate-limit.js';
 export type {
   RateLimit,
   RateLimiter,

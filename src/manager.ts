@@ -359,12 +359,15 @@ async function spend(
     const group = owner !== null ? `o:${record.ownerId}` : `k:${record.id}`;
     limits.limiter ??= memoryLimiter();
     const limiter = limits.limiter;
+    // A cost above a limit never passes: the limiter is only asked where the request stands (cost 0).
+    const asked = buckets.some((b) => cost > b.limit) ? 0 : cost;
     let answer: LimiterAnswer | null = null;
     try {
       // Counters in this process answer at once and cannot hang: no deadline, no promise.
       answer = (limiter as { [IN_PROCESS]?: true })[IN_PROCESS]
-        ? (limiter.take(group, buckets, cost, at) as LimiterAnswer)
-        : await limits.deadlines.run('rateLimit', async () => limiter.take(group, buckets, cost, at));
+        ? (limiter.take(group, buckets, asked, at) as LimiterAnswer)
+        : await limits.deadlines.run('rateLimit', async () => limiter.take(group, buckets, asked, at));
+      if (asked !== cost) answer = { allowed: false, states: answer.states };
     } catch (error) {
       if (!limits.failOpen) throw error;
       limits.report(error);

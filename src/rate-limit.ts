@@ -11,9 +11,15 @@ export interface RateLimit {
   windowMs: number;
 }
 
-/** The largest `limit` and `windowMs`: their product stays an exact integer in every store (below 2^53). */
+/** The largest `limit` and `windowMs`. */
 export const RATE_LIMIT_MAX = 1_000_000_000;
 export const RATE_WINDOW_MAX_MS = 366 * 24 * 3600 * 1000;
+/**
+ * The largest `limit × windowMs`: 2^51. Every term `slide()` compares is then at most three times
+ * that, below 2^53, so JavaScript, Lua (doubles) and SQL (BIGINT) all compute it exactly. It allows
+ * a billion requests a minute, 26 million a day, 870,000 per 30 days; longer budgets are quotas.
+ */
+export const RATE_PRODUCT_MAX = 2 ** 51;
 
 /** `value` as a frozen RateLimit, `null` for `null`; else a ValidationError naming `field`. */
 export function checkRateLimit(field: string, value: unknown): Readonly<RateLimit> | null {
@@ -24,10 +30,18 @@ export function checkRateLimit(field: string, value: unknown): Readonly<RateLimi
   const { limit, windowMs, ...rest } = value as Record<string, unknown>;
   const extra = Object.keys(rest);
   if (extra.length > 0) throw new ValidationError(field, `has unknown field '${extra[0]}'; only limit and windowMs are allowed`);
-  return Object.freeze({
+  const checked = Object.freeze({
     limit: checkWholeNumber(`${field}.limit`, limit, { max: RATE_LIMIT_MAX }),
     windowMs: checkWholeNumber(`${field}.windowMs`, windowMs, { max: RATE_WINDOW_MAX_MS, unit: 'ms' }),
   });
+  if (checked.limit * checked.windowMs > RATE_PRODUCT_MAX) {
+    const most = Math.floor(RATE_PRODUCT_MAX / checked.windowMs);
+    throw new ValidationError(
+      `${field}.limit`,
+      `must be at most ${most} for a window of ${checked.windowMs} ms (limit × windowMs at most 2^51, so every store counts exactly); for a budget over a long period, use a quota (remaining with a refill)`,
+    );
+  }
+  return checked;
 }
 
 /**
@@ -73,7 +87,8 @@ export function slide(
     }
   }
   const weight = windowMs - Math.max(0, now - window * windowMs);
-  const allowed = previous * weight + (count + cost) * windowMs <= limit * windowMs;
+  // A cost above the limit can never pass; refused before the products, which then stay below 2^53.
+  const allowed = cost <= limit && previous * weight + (count + cost) * windowMs <= limit * windowMs;
   if (allowed) count += cost;
   return { state: { window, count, previous }, allowed };
 }
@@ -110,8 +125,8 @@ export function describe(
   const resetMs = windowMs - elapsed;
   // floor((limit*W - previous*weight) / W) - count, without leaving the integers.
   const remaining = Math.max(0, Math.floor((limit * windowMs - previous * weight) / windowMs) - count);
-  if (allowed || previous * weight + (count + cost) * windowMs <= limit * windowMs) return { remaining, resetMs, retryAfterMs: 0 };
   if (cost > limit) return { remaining, resetMs, retryAfterMs: null };
+  if (allowed || previous * weight + (count + cost) * windowMs <= limit * windowMs) return { remaining, resetMs, retryAfterMs: 0 };
   if (count + cost <= limit) {
     // Within this window, once enough of the previous one has slid out:
     // previous * (W - e) <= (limit - count - cost) * W  <=>  e >= W - floor((limit - count - cost) * W / previous).
@@ -139,7 +154,8 @@ export interface LimiterAnswer {
 }
 
 /**
- * Where rate-limit counters live. `take` checks `cost` against every bucket with `slide()` and
+ * Where rate-limit counters live. `take` checks `cost` (never above a bucket's limit: the manager
+ * refuses such a request without asking) against every bucket with `slide()` and
  * counts it in all of them or in none (all-or-nothing), atomically with respect to every other
  * caller of the same counters, in this process or another. `group` names the buckets that may be
  * asked together (a key's and its owner's): a distributed limiter keeps them where one atomic

@@ -176,6 +176,16 @@ describe('quota', () => {
     expect(r.valid && r.key.remaining).toBe(0);
   });
 
+  it('refuses a cost above the limit for good (no retry time), asking the limiter only where the key stands', async () => {
+    const { keys, takes } = setup();
+    const { token } = await keys.create({ name: 'small', scopes: ['all'], rateLimit: { limit: 5, windowMs: 60_000 } });
+    expect((await keys.verify(token, { cost: 2 })).valid).toBe(true);
+    const refused = await keys.verify(token, { cost: 6 });
+    expect(refusal(refused)).toEqual({ code: 'RATE_LIMITED', retryAfterMs: null });
+    expect(refused.valid ? null : refused.limits?.[0]?.remaining).toBe(3);
+    expect(takes).toEqual([2, 0]);
+  });
+
   it('spends the given cost, checks without spending at cost 0, and refuses a bad cost by name', async () => {
     const { keys } = setup();
     const { key, token } = await keys.create({ name: 'cost', scopes: ['all'], remaining: 10, rateLimit: { limit: 10, windowMs: 60_000 } });
@@ -217,6 +227,8 @@ describe('inputs', () => {
     [{ rateLimit: { limit: 5, windowMs: 'x' } }, 'rateLimit.windowMs'],
     [{ rateLimit: { limit: 5, windowMs: 1000, burst: 2 } }, 'rateLimit'],
     [{ rateLimit: 5 }, 'rateLimit'],
+    // limit × windowMs above 2^51: no store could count it exactly.
+    [{ rateLimit: { limit: 1_000_000, windowMs: 30 * 86_400_000 } }, 'rateLimit.limit'],
     [{ remaining: -1 }, 'remaining'],
     [{ remaining: 1.5 }, 'remaining'],
     [{ refill: { amount: 5, intervalMs: 1000 } }, 'refill'],
