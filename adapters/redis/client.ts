@@ -65,17 +65,23 @@ export function clientKind(client: unknown, field: string): 'ioredis' | 'node-re
  * `keyPrefix`, node-redis 6 `keyPrefix`). ioredis prefixes the KEYS of a script but not the key
  * names the store passes as arguments or builds inside its scripts, so `list()` and the previous
  * token of a rotation would find nothing; node-redis does not prefix `sendCommand` at all, so the
- * store would write outside the prefix and two applications told apart by it would share keys.
- * The store's own `prefix` names every key, in one place.
+ * store (or limiter) would write outside the prefix and two applications told apart by it would
+ * share keys. The store's (or limiter's) own `prefix` names every key, in one place; `factory`
+ * and `ownPrefix` name it in the message.
  */
-export function refuseKeyPrefix(client: RedisClientLike, storePrefix: string): void {
+export function refuseKeyPrefix(client: RedisClientLike, factory: 'redisStore' | 'redisLimiter', ownPrefix: string): void {
   const options = (client as { options?: { keyPrefix?: unknown } }).options;
   const keyPrefix = options !== null && typeof options === 'object' ? options.keyPrefix : undefined;
   const text = typeof keyPrefix === 'string' ? keyPrefix : Buffer.isBuffer(keyPrefix) ? keyPrefix.toString() : '';
   if (text === '') return;
+  const what = factory === 'redisStore' ? 'the Redis store' : 'the Redis rate limiter';
+  const breaks =
+    factory === 'redisStore'
+      ? 'the client cannot prefix the key names its scripts build, so list() and rotated tokens would break'
+      : 'ioredis prefixes the keys of the commands the limiter sends and node-redis does not, so instances on different clients would count in different keys';
   throw new ValidationError(
     'client',
-    `was created with the keyPrefix option (${JSON.stringify(text)}), which the Redis store does not support: the client cannot prefix the key names its scripts build, so list() and rotated tokens would break. Pass a client without keyPrefix (such as client.duplicate({ keyPrefix: '' })) and give the store its own prefix option instead: redisStore(client, { prefix: ${JSON.stringify(text + storePrefix)} })`,
+    `was created with the keyPrefix option (${JSON.stringify(text)}), which ${what} does not support: ${breaks}. Pass a client without keyPrefix (such as client.duplicate({ keyPrefix: '' })) and give the ${factory === 'redisStore' ? 'store' : 'limiter'} its own prefix option instead: ${factory}(client, { prefix: ${JSON.stringify(text + ownPrefix)} })`,
   );
 }
 

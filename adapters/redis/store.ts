@@ -2,9 +2,11 @@
 
 import { StoreConflictError, ValidationError } from '../../src/errors.js';
 import { defineLazyJson, FIELD_LIST, type FieldName } from '../../src/fields.js';
-import type { KeyRecord, KeyStore, StoreListQuery, TouchEntry } from '../../src/store.js';
+import { deepFreeze } from '../../src/freeze.js';
+import type { QuotaRefill } from '../../src/quota.js';
+import type { KeyRecord, KeyStore, SpendResult, StoreListQuery, TouchEntry } from '../../src/store.js';
 import { commandSender, type RedisClientLike, refuseKeyPrefix, type SendCommand } from './client.js';
-import { DELETE, FIND_BY_DIGEST, INSERT, LIST, TOUCH, UPDATE } from './scripts.js';
+import { DELETE, FIND_BY_DIGEST, INSERT, LIST, SPEND, TOUCH, UPDATE } from './scripts.js';
 
 export interface RedisStoreOptions {
   /**
@@ -47,14 +49,40 @@ function memberOf(createdAt: Date, id: string): string {
   return `${String(ms).padStart(15, '0')}:${id}`;
 }
 
+/** The field parsed on first read (metadata), written next to last in the record's JSON. */
+const LAZY_FIELDS = FIELD_LIST.filter(([, spec]) => spec.lazy);
+/** The field written last, right after the lazy one: it followed metadata in every format the store wrote. */
+const TRAILER: FieldName = 'version';
+if (LAZY_FIELDS.length !== 1 || (LAZY_FIELDS[0] as (typeof LAZY_FIELDS)[number])[1].kind !== 'json') {
+  throw new Error('keygate/redis: the store parses exactly one field (metadata) on first read, and the field table has another number');
+}
+const LAZY_FIELD: FieldName = (LAZY_FIELDS[0] as (typeof LAZY_FIELDS)[number])[0];
 /**
- * The record as kept in the hash field `r`: JSON of every field but the touched one (lastUsedAt,
- * kept in `u` beside it, so that a touch never rewrites the record), dates as ms since 1970.
+ * The fields kept in a record's JSON, in the order `encode` writes them: every field but the
+ * touched one (lastUsedAt, in `u`) and the counters (in `q`, `qt`), which change without a new
+ * version and so live beside the record; then the lazy field; then the trailer.
+ */
+const RECORD_FIELDS = [
+  ...FIELD_LIST.filter(([name, spec]) => !spec.touched && !spec.counter && !spec.lazy && name !== TRAILER),
+  ...FIELD_LIST.filter(([name]) => name === LAZY_FIELD),
+  ...FIELD_LIST.filter(([name]) => name === TRAILER),
+];
+const LAZY_OPEN = `,"${LAZY_FIELD}":`;
+const LAZY_CLOSE = `,"${TRAILER}":`;
+
+/**
+ * The record as kept in the hash field `r`: JSON of the fields in RECORD_FIELDS order, dates as
+ * ms since 1970. Metadata comes last but for `version`, so that `decode` can cut its text out
+ * without parsing it.
+ *
+ * Records written before rate limits and quotas have the same shape but for the new fields:
+ * their JSON has every field in the table's old order (metadata right before version, then the
+ * digests) and no rateLimit or refill, and their hash no `q` or `qt`. `decode` cuts metadata out
+ * of both by the same rule and reads a missing field as null.
  */
 function encode(r: KeyRecord): string {
   const stored: Record<string, unknown> = {};
-  for (const [name, spec] of FIELD_LIST) {
-    if (spec.touched) continue;
+  for (const [name, spec] of RECORD_FIELDS) {
     const value = r[name];
     if (spec.kind === 'time') stored[name] = value === null ? null : (value as Date).getTime();
     else if (spec.kind === 'list') stored[name] = [...(value as readonly string[])];
@@ -63,30 +91,21 @@ function encode(r: KeyRecord): string {
   return JSON.stringify(stored);
 }
 
-/** The fields kept in a record's JSON, in the order `encode` writes them (the table's). */
-const STORED_FIELDS = FIELD_LIST.filter(([, spec]) => !spec.touched).map(([name, spec]) => ({ name, spec }));
-const METADATA_AT = STORED_FIELDS.findIndex(({ spec }) => spec.kind === 'json');
-// How `decode` finds the metadata's JSON inside a record's: the key that opens it and the key after
-// it. That needs metadata to be the one `json` field, neither first nor last, as the table has it.
-if (METADATA_AT <= 0 || METADATA_AT === STORED_FIELDS.length - 1 || STORED_FIELDS.filter(({ spec }) => spec.kind === 'json').length !== 1) {
-  throw new Error('keygate/redis: the field table no longer has metadata between two other stored fields');
-}
-const METADATA_FIELD: FieldName = (STORED_FIELDS[METADATA_AT] as (typeof STORED_FIELDS)[number]).name;
-const METADATA_OPEN = `,"${METADATA_FIELD}":`;
-const METADATA_CLOSE = `,"${(STORED_FIELDS[METADATA_AT + 1] as (typeof STORED_FIELDS)[number]).name}":`;
-
 /**
  * The record's JSON parsed without its metadata, and the metadata's JSON text apart, so that only
- * a read of `metadata` parses it. In what `encode` writes, no field before metadata holds an
- * object and no field after it holds the next key's text (a `"` inside a JSON string is always
- * escaped), so the first `,"metadata":` and the last `,"version":` delimit it. `null` when the
- * text does not split that way (a record in another field order): parse it whole.
+ * a read of `metadata` parses it. The text runs from the first `,"metadata":` to the last
+ * `,"version":`. In both formats version follows metadata and no later field holds an object, and
+ * a `"` inside a JSON string is always escaped, so the last `,"version":` is the top-level key
+ * right after metadata. The first `,"metadata":` is the top-level key too: one inside an earlier
+ * object (rateLimit, refill) would leave that object unclosed in what remains, which then fails
+ * to parse. `null` when the text does not split that way (a record in another field order): the
+ * caller parses it whole.
  */
 function splitMetadata(json: string): { rest: Record<string, unknown>; text: string } | null {
-  const start = json.indexOf(METADATA_OPEN);
-  const end = json.lastIndexOf(METADATA_CLOSE);
+  const start = json.indexOf(LAZY_OPEN);
+  const end = json.lastIndexOf(LAZY_CLOSE);
   if (start <= 0 || end <= start) return null;
-  const text = json.slice(start + METADATA_OPEN.length, end);
+  const text = json.slice(start + LAZY_OPEN.length, end);
   if (text[0] !== '{' || text[text.length - 1] !== '}') return null;
   let rest: unknown;
   try {
@@ -94,29 +113,50 @@ function splitMetadata(json: string): { rest: Record<string, unknown>; text: str
   } catch {
     return null;
   }
-  if (rest === null || typeof rest !== 'object' || Object.hasOwn(rest, METADATA_FIELD)) return null;
+  if (rest === null || typeof rest !== 'object' || Object.hasOwn(rest, LAZY_FIELD)) return null;
   return { rest: rest as Record<string, unknown>, text };
 }
 
-function decode(json: unknown, lastUsed: unknown): KeyRecord {
+/** A stored whole number (a hash field), or null when absent. */
+function storedNumber(value: unknown): number | null {
+  if (value === null || value === undefined || value === '') return null;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new Error('Redis returned a key counter that is not a whole number');
+  return n;
+}
+
+/** A record from its hash fields: `r`, `u` (lastUsedAt), `q` (remaining) and `qt` (refilledAt). */
+function decode(json: unknown, lastUsed: unknown, remaining: unknown, refilledAt: unknown): KeyRecord {
   if (typeof json !== 'string') throw new Error('Redis returned a key record that is not a string');
   const split = splitMetadata(json);
   const stored = split ? split.rest : (JSON.parse(json) as Record<string, unknown>);
   const record: Record<string, unknown> = {};
   for (const [name, spec] of FIELD_LIST) {
-    if (spec.touched) record[name] = typeof lastUsed === 'string' && lastUsed !== '' ? new Date(Number(lastUsed)) : null;
-    else if (split && name === METADATA_FIELD) defineLazyJson(record, name, split.text);
-    else if (spec.kind === 'time') record[name] = stored[name] === null ? null : new Date(stored[name] as number);
-    else record[name] = stored[name];
+    if (spec.touched) record[name] = storedDate(lastUsed);
+    else if (spec.counter) record[name] = spec.kind === 'time' ? storedDate(refilledAt) : storedNumber(remaining);
+    else if (split && name === LAZY_FIELD) defineLazyJson(record, name, split.text);
+    else {
+      // A field the record was written without (one added since) reads as null.
+      const value = stored[name] === undefined && spec.nullable ? null : stored[name];
+      if (spec.kind === 'time') record[name] = value === null ? null : new Date(value as number);
+      else if (spec.kind === 'json' && !spec.lazy && value !== null) record[name] = deepFreeze(value);
+      else record[name] = value;
+    }
   }
   return record as unknown as KeyRecord;
+}
+
+function storedDate(value: unknown): Date | null {
+  const ms = storedNumber(value);
+  return ms === null ? null : new Date(ms);
 }
 
 /**
  * Keeps keys in Redis. Each record is one hash; a digest index gives verify one round trip;
  * sorted-set indexes give `list` its (createdAt, id) order without `KEYS` or `SCAN`. Every write
- * is one Lua script, so it is atomic: updates are compare-and-set on `version`, and nothing can
- * bring back a deleted key.
+ * is one Lua script, so it is atomic: updates are compare-and-set on `version`, nothing can
+ * bring back a deleted key, and `spend` takes a key's quota uses (after any refill due) in one
+ * step, on counters kept beside the record so that it never rewrites the record.
  *
  * The client is the application's own, connected ioredis or node-redis client; the store never
  * opens, closes or reconfigures it, and holds nothing that needs closing. While the client is
@@ -138,7 +178,7 @@ export class RedisStore implements KeyStore {
   constructor(client: RedisClientLike, options: RedisStoreOptions = {}) {
     this.send = commandSender(client, 'client');
     this.prefix = checkPrefix(options.prefix ?? '{keygate}:');
-    refuseKeyPrefix(client, this.prefix);
+    refuseKeyPrefix(client, 'redisStore', this.prefix);
     this.allKey = `${this.prefix}all`;
   }
 
@@ -164,6 +204,8 @@ export class RedisStore implements KeyStore {
       r.ownerId === null ? '' : this.ownerKey(r.ownerId),
       memberOf(r.createdAt, r.id),
       r.lastUsedAt === null ? '' : String(r.lastUsedAt.getTime()),
+      r.remaining === null ? '' : String(r.remaining),
+      r.refilledAt === null ? '' : String(r.refilledAt.getTime()),
     ];
   }
 
@@ -175,13 +217,13 @@ export class RedisStore implements KeyStore {
   }
 
   async findById(id: string): Promise<KeyRecord | null> {
-    const reply = (await this.send('findById', ['HMGET', this.recordKey(id), 'r', 'u'])) as unknown[];
-    return reply[0] == null ? null : decode(reply[0], reply[1]);
+    const reply = (await this.send('findById', ['HMGET', this.recordKey(id), 'r', 'u', 'q', 'qt'])) as unknown[];
+    return reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3]);
   }
 
   async findByDigest(digest: string): Promise<KeyRecord | null> {
     const reply = (await FIND_BY_DIGEST.run(this.send, 'findByDigest', [this.digestKey(digest)], [])) as unknown[] | null;
-    return reply == null || reply[0] == null ? null : decode(reply[0], reply[1]);
+    return reply == null || reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3]);
   }
 
   async list(query: StoreListQuery): Promise<KeyRecord[]> {
@@ -199,22 +241,36 @@ export class RedisStore implements KeyStore {
       const count = Math.min(LIST_BATCH_MAX, filtered ? Math.max(wanted, LIST_BATCH_FILTERED) : wanted);
       const args = [`${this.prefix}k:`, start, String(count), filter, ownerless ? '-' : ''];
       const reply = (await LIST.run(this.send, 'list', [index], args)) as unknown[];
-      for (let i = 2; i < reply.length; i += 2) out.push(decode(reply[i], reply[i + 1]));
+      for (let i = 2; i < reply.length; i += 4) out.push(decode(reply[i], reply[i + 1], reply[i + 2], reply[i + 3]));
       if (reply[0] === 1 || typeof reply[1] !== 'string' || reply[1] === '') break;
       start = `(${reply[1]}`;
     }
     return out.length > query.limit ? out.slice(0, query.limit) : out;
   }
 
-  async update(next: KeyRecord, expectedVersion: number): Promise<boolean> {
+  async update(next: KeyRecord, expectedVersion: number, counters = false): Promise<boolean> {
     const keys = [this.recordKey(next.id), this.allKey, this.digestKey(next.digest)];
-    const result = await UPDATE.run(this.send, 'update', keys, [String(expectedVersion), ...this.fields(next)]);
+    const args = [String(expectedVersion), ...this.fields(next), counters ? '1' : '0'];
+    const result = await UPDATE.run(this.send, 'update', keys, args);
     if (result === -2) throw new StoreConflictError('a key with this token digest already exists');
     return result === 1;
   }
 
   async delete(id: string): Promise<boolean> {
     return (await DELETE.run(this.send, 'delete', [this.recordKey(id), this.allKey], [])) === 1;
+  }
+
+  async spend(id: string, cost: number, refill: QuotaRefill | null, now: number): Promise<SpendResult | null> {
+    const args = [
+      String(cost),
+      String(now),
+      refill === null ? '' : String(refill.amount),
+      refill === null ? '' : String(refill.intervalMs),
+    ];
+    const reply = (await SPEND.run(this.send, 'spend', [this.recordKey(id)], args)) as unknown[] | null;
+    if (reply == null) return null;
+    const refilledAt = storedNumber(reply[2]);
+    return { spent: Number(reply[0]) === 1, remaining: Number(reply[1]), refilledAt: refilledAt === null ? null : new Date(refilledAt) };
   }
 
   async touch(entries: readonly TouchEntry[]): Promise<void> {

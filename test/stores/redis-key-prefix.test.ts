@@ -1,11 +1,17 @@
-// A Redis client with a keyPrefix of its own is refused by redisStore(), which names the remedy; the invalidation bus, whose channels no client prefixes, takes one.
+// A Redis client with a keyPrefix of its own is refused by redisStore() and redisLimiter(), which name the remedy; the invalidation bus, whose channels no client prefixes, takes one.
 
 import { randomBytes } from 'node:crypto';
 import { Redis as IoRedis6 } from 'ioredis';
 import { Redis as IoRedis5 } from 'ioredis5';
 import { createClient as createClient6 } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisInvalidation, redisStore, type RedisClientLike, type RedisInvalidationOptions } from '../../adapters/redis/index.js';
+import {
+  redisInvalidation,
+  redisLimiter,
+  redisStore,
+  type RedisClientLike,
+  type RedisInvalidationOptions,
+} from '../../adapters/redis/index.js';
 import { createKeyManager, ValidationError } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
 import { closeRedis, connectRedis, deletePrefix, keysUnder, randomPrefix, type AnyRedisClient } from '../support/redis.js';
@@ -61,6 +67,15 @@ for (const [kind, make] of Object.entries(KINDS)) {
       expect((error as Error).message).toContain('redisStore(client, { prefix: "app:{shop}:" })');
       // The default store prefix, when none is given.
       expect(() => redisStore(client as unknown as RedisClientLike)).toThrow('prefix: "app:{keygate}:"');
+    });
+
+    it('redisLimiter() refuses it too, naming the prefix to use instead, and takes a client without one', () => {
+      const client = make('app:');
+      expect(() => redisLimiter(client as unknown as RedisClientLike, { prefix: 'rl:' })).toThrow(ValidationError);
+      expect(() => redisLimiter(client as unknown as RedisClientLike, { prefix: 'rl:' })).toThrow(
+        'redisLimiter(client, { prefix: "app:rl:" })',
+      );
+      expect(() => redisLimiter(make('') as unknown as RedisClientLike)).not.toThrow();
     });
 
     it('a client without one (keyPrefix empty, as by default) is taken', () => {

@@ -11,6 +11,9 @@ import {
   type KeyManager,
   type KeyManagerOptions,
   type KeyRecord,
+  QUOTA_MAX,
+  type QuotaState,
+  spendQuota,
 } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
 import { sampleRecord } from '../../adapters/testing/records.js';
@@ -282,6 +285,124 @@ for (const setup of REDIS_CLIENT_SETUPS) {
         const read = await store.findById(a.id);
         expect(read?.name).toBe('renamed');
         expect(read?.lastUsedAt?.getTime()).toBe(used.getTime());
+      });
+
+      it('reads records written before rate limits and quotas as having none, and gives them one on the next write', async () => {
+        const keys = manager();
+        const metadata = { plan: 'gold', nested: { version: 1, metadata: ',"version":2' } };
+        const { key, token } = await keys.create({ name: 'old "format"', scopes: ['orders:list'], ownerId: 'shop-old', metadata });
+        const created = (await store.findById(key.id)) as KeyRecord;
+        const recordKey = `${prefix}k:${key.id}`;
+        // The hash as the store wrote it before: the record's fields in the table's order of then
+        // (metadata right before version, then the digests), no rateLimit or refill, no q or qt.
+        const ms = (d: Date | null) => (d === null ? 'null' : String(d.getTime()));
+        const oldJson =
+          `{"id":${JSON.stringify(key.id)},"ownerId":"shop-old","name":"old \\"format\\"","active":true,"scopes":["orders:list"],` +
+          `"allowedIps":[],"hint":${JSON.stringify(created.hint)},"createdAt":${ms(created.createdAt)},"updatedAt":${ms(created.updatedAt)},` +
+          `"expiresAt":null,"metadata":{"plan":"gold","nested":{"version":1,"metadata":",\\"version\\":2"}},"version":1,` +
+          `"digest":${JSON.stringify(created.digest)},"previousDigest":null,"previousDigestExpiresAt":null}`;
+        expect(JSON.parse(oldJson)).toMatchObject({ name: 'old "format"', metadata });
+        await rawCommand(client, ['HDEL', recordKey, 'q', 'qt']);
+        await rawCommand(client, ['HSET', recordKey, 'r', oldJson, 'u', '1893456000123']);
+        expect(await rawCommand(client, ['HEXISTS', recordKey, 'q'])).toBe(0);
+
+        const expected = {
+          ...created,
+          lastUsedAt: new Date(1893456000123),
+          rateLimit: null,
+          remaining: null,
+          refill: null,
+          refilledAt: null,
+        };
+        expect({ ...(await store.findById(key.id)) }).toStrictEqual(expected);
+        expect({ ...(await store.findByDigest(created.digest)) }).toStrictEqual(expected);
+        const listed = (await store.list({ ownerId: 'shop-old', limit: 10 })).map((r) => ({ ...r }));
+        expect(listed).toStrictEqual([expected]);
+        expect(await keys.verify(token)).toMatchObject({ valid: true, key: { metadata, rateLimit: null, remaining: null, refill: null } });
+        expect(await store.spend(key.id, 1, null, Date.now())).toBeNull();
+
+        // A write without the counters keeps it without a quota, now in the current format.
+        await keys.update(key.id, { rateLimit: { limit: 100, windowMs: 60_000 } });
+        expect(String(await rawCommand(client, ['HGET', recordKey, 'r']))).toContain('"rateLimit":{"limit":100,"windowMs":60000}');
+        expect(await keys.get(key.id)).toMatchObject({ metadata, rateLimit: { limit: 100, windowMs: 60_000 }, remaining: null });
+        // An edit of the quota writes the counters.
+        await keys.update(key.id, { remaining: 2 });
+        expect(await keys.verify(token)).toMatchObject({ valid: true, key: { remaining: 1 } });
+        expect(await keys.verify(token)).toMatchObject({ valid: true, key: { remaining: 0 } });
+        expect(await keys.verify(token)).toMatchObject({ valid: false, code: 'USAGE_EXCEEDED' });
+      });
+
+      it('keeps the quota counters beside the record: a spend is one command and never rewrites the record or its version', async () => {
+        const counted = counting(client);
+        const own = redisStore(counted.client, { prefix });
+        const start = Date.UTC(2030, 0, 1);
+        const record = sampleRecord({ remaining: 2, refill: { amount: 5, intervalMs: 1000 }, refilledAt: new Date(start) });
+        await own.insert(record);
+        const recordKey = `${prefix}k:${record.id}`;
+        const json = await rawCommand(client, ['HGET', recordKey, 'r']);
+        expect(String(json)).not.toContain('remaining');
+        expect(String(json)).not.toContain('refilledAt');
+        expect(await rawCommand(client, ['HMGET', recordKey, 'q', 'qt'])).toEqual(['2', String(start)]);
+        await own.spend(record.id, 1, record.refill, start); // the script may need loading once
+        const before = counted.count();
+        expect(await own.spend(record.id, 1, record.refill, start + 10)).toEqual({
+          spent: true,
+          remaining: 0,
+          refilledAt: new Date(start),
+        });
+        expect(await own.spend(record.id, 1, record.refill, start + 20)).toEqual({
+          spent: false,
+          remaining: 0,
+          refilledAt: new Date(start),
+        });
+        // 2.5 intervals later: one refill (to 5), due from start + 2000, written although the cost is refused.
+        expect(await own.spend(record.id, 6, record.refill, start + 2500)).toEqual({
+          spent: false,
+          remaining: 5,
+          refilledAt: new Date(start + 2000),
+        });
+        expect(counted.count() - before).toBe(3);
+        expect(await rawCommand(client, ['HMGET', recordKey, 'q', 'qt'])).toEqual(['5', String(start + 2000)]);
+        expect(await rawCommand(client, ['HGET', recordKey, 'r'])).toBe(json);
+        expect(await own.findById(record.id)).toMatchObject({ version: 1, remaining: 5, refilledAt: new Date(start + 2000) });
+        // Removing the quota (an update with the counters) removes them.
+        expect(await own.update({ ...record, remaining: null, refill: null, refilledAt: null, version: 2 }, 1, true)).toBe(true);
+        expect(await rawCommand(client, ['HMGET', recordKey, 'q', 'qt'])).toEqual([null, null]);
+        expect(await own.spend(record.id, 1, null, start)).toBeNull();
+      });
+
+      it('spends exactly as spendQuota at the largest counts, intervals and times', async () => {
+        const interval = 366 * 24 * 3600 * 1000;
+        const refill = { amount: QUOTA_MAX, intervalMs: interval };
+        // 16-digit times: written with 14 significant digits (Lua's tostring), they would change.
+        const start = 8_640_000_000_000_000 - 20 * interval - 123;
+        const record = sampleRecord({ remaining: QUOTA_MAX - 1, refill, refilledAt: new Date(start) });
+        await store.insert(record);
+        let state: QuotaState = { remaining: QUOTA_MAX - 1, refilledAt: start };
+        let now = start;
+        let seed = 5;
+        const next = (n: number): number => {
+          seed = (seed * 1103515245 + 12345) % 2147483648;
+          return seed % n;
+        };
+        for (let i = 0; i < 200; i++) {
+          now += next(4) === 0 ? next(2 * interval) : next(1_000_000);
+          if (now > 8_640_000_000_000_000) break;
+          const cost = next(3) === 0 ? QUOTA_MAX : next(400_000_000);
+          const want = spendQuota(state, refill, cost, now);
+          const got = await store.spend(record.id, cost, refill, now);
+          expect(got, `spend ${i}`).toEqual({
+            spent: want.spent,
+            remaining: want.state.remaining,
+            refilledAt: new Date(want.state.refilledAt as number),
+          });
+          state = want.state;
+        }
+        expect((state.refilledAt as number) - start).toBeGreaterThan(5 * interval);
+        expect(await store.findById(record.id)).toMatchObject({
+          remaining: state.remaining,
+          refilledAt: new Date(state.refilledAt as number),
+        });
       });
 
       it('keeps stores with different prefixes apart on one Redis', async () => {
