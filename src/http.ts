@@ -146,8 +146,9 @@ export interface GuardOptions {
    * `rate_limited` with `Retry-After` for every request, a valid key included, without a key
    * lookup, until its count slides out of the window. The address is the one the guard computes
    * (`trustedProxies` applies); requests with none share one counter. `limiter` holds the counters:
-   * pass one limiter to several guards to share them, or a shared one (Redis, SQL) for several
-   * instances. A failing limiter fails closed: 503 with `Retry-After`, as a failing key store.
+   * pass one limiter to several guards to share them, and one whose counters every instance reaches
+   * to share them across instances. A failing limiter fails closed: 503 with `Retry-After`, as a
+   * failing key store.
    * @default off; with it, `limiter` defaults to `memoryLimiter()`, one per guard
    */
   failedAttempts?: FailedAttemptsOptions | undefined;
@@ -601,6 +602,7 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
 /**
  * The options with one `failedAttempts` limiter for every guard compiled from them: for adapters
  * that compile a guard per route or scope from shared options, so an address has one budget.
+ * @internal
  */
 export function shareFailedAttempts<T extends { failedAttempts?: FailedAttemptsOptions | undefined }>(options: T): T {
   const given = options.failedAttempts;
