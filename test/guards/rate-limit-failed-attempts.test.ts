@@ -1,7 +1,10 @@
 // Bad-key throttling per client address: after `limit` bad keys an address gets 429 without a key lookup, in every framework.
 
+import type { AddressInfo } from 'node:net';
+import fastify from 'fastify';
 import { afterEach, beforeAll, describe, expect, it, type MockInstance, vi } from 'vitest';
 import { apiKeyGuard as expressGuard } from '../../adapters/express/index.js';
+import keygatePlugin from '../../adapters/fastify/index.js';
 import { createFetchGuard } from '../../adapters/fetch/index.js';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { ValidationError } from '../../src/errors.js';
@@ -11,6 +14,7 @@ import { memoryLimiter, type RateLimiter } from '../../src/rate-limit.js';
 import type { KeyRecord } from '../../src/store.js';
 import { DelegatingStore } from '../support/counting-store.js';
 import { FRAMEWORKS, type RunningApp } from './apps.js';
+import { send } from './client.js';
 import { withTypo } from './fixtures.js';
 
 const MINUTE = 60_000;
@@ -247,5 +251,27 @@ describe('createGuardCore with failedAttempts', () => {
       expect(() => createFetchGuard(s.keys, { failedAttempts } as GuardOptions)).toThrow(ValidationError);
     }
     expect(() => createGuardCore(s.keys, { now: 5 } as unknown as GuardOptions)).toThrow(/now/);
+  });
+});
+
+describe('the Fastify plugin with failedAttempts', () => {
+  it('gives all its route guards one budget per address', async () => {
+    const s = await setup(Date.now);
+    const app = fastify();
+    await app.register(keygatePlugin, { keys: s.keys, failedAttempts: { limit: 2, windowMs: MINUTE } });
+    app.get('/orders', { onRequest: app.keygate.guard({ scope: 'orders:list' }) }, async () => ({ route: 'orders' }));
+    app.get('/open', { onRequest: app.keygate.guard() }, async () => ({ route: 'open' }));
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const { port } = app.server.address() as AddressInfo;
+      const call = (path: string, token: string) => send('127.0.0.1', port, { path, headers: { authorization: `Bearer ${token}` } });
+      expect((await call('/orders', s.tokens.unknown)).status).toBe(401);
+      expect((await call('/open', s.tokens.unknown)).status).toBe(401);
+      expect((await call('/orders', s.tokens.valid)).status).toBe(429);
+      expect((await call('/open', s.tokens.valid)).status).toBe(429);
+    } finally {
+      app.server.closeAllConnections();
+      await app.close();
+    }
   });
 });
