@@ -1,8 +1,19 @@
 // Framework-neutral guard core: token extraction, client-IP resolution and verify result -> HTTP response.
 
+import { Deadlines } from './deadline.js';
 import { StoreUnavailableError, ValidationError } from './errors.js';
 import { type AddressMatcher, compileTrustedProxies } from './ip.js';
 import type { KeyManager } from './manager.js';
+import {
+  checkRateLimit,
+  describe,
+  IN_PROCESS,
+  type LimiterAnswer,
+  memoryLimiter,
+  type RateLimitBucket,
+  type RateLimiter,
+  type RateLimitStatus,
+} from './rate-limit.js';
 import type { ApiKey, VerifyFailureCode, VerifyOptions, VerifyResult } from './types.js';
 import { checkWholeNumber } from './validate.js';
 
@@ -21,10 +32,19 @@ export type HeaderBag = Readonly<Record<string, string | readonly string[] | und
 export type TokenCarrier = 'bearer' | 'x-api-key' | 'basic';
 
 /** The `error.code` of a guard's rejection body. */
-export type GuardErrorCode = 'invalid_api_key' | 'insufficient_scope' | 'ip_not_allowed' | 'key_store_unavailable';
+export type GuardErrorCode =
+  | 'invalid_api_key'
+  | 'insufficient_scope'
+  | 'ip_not_allowed'
+  | 'rate_limited'
+  | 'usage_exceeded'
+  | 'key_store_unavailable';
 
-/** Why a request was rejected: the verify code, or `STORE_UNAVAILABLE` when the store failed. */
-export type GuardRejectionReason = VerifyFailureCode | 'STORE_UNAVAILABLE';
+/**
+ * Why a request was rejected: the verify code; `TOO_MANY_FAILED_ATTEMPTS` when the client address
+ * used up its `failedAttempts` budget; `STORE_UNAVAILABLE` when the key store or a limiter failed.
+ */
+export type GuardRejectionReason = VerifyFailureCode | 'TOO_MANY_FAILED_ATTEMPTS' | 'STORE_UNAVAILABLE';
 
 /** The JSON body of a rejection. */
 export interface GuardErrorBody {
@@ -42,19 +62,33 @@ export interface GuardErrorBody {
  */
 export interface GuardRejection {
   readonly ok: false;
-  /** 401, 403 or 503. */
+  /** 401, 403, 429 or 503. */
   status: number;
   body: GuardErrorBody;
-  /** Response headers, e.g. `WWW-Authenticate` or `Retry-After`. */
+  /** Response headers, e.g. `WWW-Authenticate`, `Retry-After`, `RateLimit` and `RateLimit-Policy`. */
   headers: Record<string, string>;
-  /** Why, for logs: the verify code or `STORE_UNAVAILABLE`. Sent to the client only with `exposeReasons` (401). */
+  /**
+   * Why, for logs: the verify code, `TOO_MANY_FAILED_ATTEMPTS` or `STORE_UNAVAILABLE`. Sent to the
+   * client only with `exposeReasons` (401).
+   */
   readonly reason: GuardRejectionReason;
-  /** The store failure behind a 503, for logs; `null` otherwise. It never carries the token. */
+  /** The store or limiter failure behind a 503, for logs; `null` otherwise. It never carries the token. */
   readonly error: StoreUnavailableError | null;
 }
 
+/** A request the guard lets through. */
+export interface GuardPass {
+  readonly ok: true;
+  readonly key: ApiKey;
+  /**
+   * Headers for the response: the `RateLimit` and `RateLimit-Policy` fields when a rate limit
+   * applied to the key, else none (one shared, frozen empty object). The framework guards set them.
+   */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
 /** What the guard decided: let the request through with its key, or refuse it. */
-export type GuardOutcome = { readonly ok: true; readonly key: ApiKey } | GuardRejection;
+export type GuardOutcome = GuardPass | GuardRejection;
 
 /** The parts of a request the guard reads. */
 export interface GuardRequest {
@@ -106,14 +140,44 @@ export interface GuardOptions {
    * @default 5
    */
   retryAfterSeconds?: number;
+  /**
+   * Throttles guessing: a client address that sent `limit` bad keys (malformed, unknown, inactive
+   * or expired; a missing key, a 403 and a success do not count) within `windowMs` gets 429
+   * `rate_limited` with `Retry-After` for every request, a valid key included, without a key
+   * lookup, until its count slides out of the window. The address is the one the guard computes
+   * (`trustedProxies` applies); requests with none share one counter. `limiter` holds the counters:
+   * pass one limiter to several guards to share them, and one whose counters every instance reaches
+   * to share them across instances. A failing limiter fails closed: 503 with `Retry-After`, as a
+   * failing key store.
+   * @default off; with it, `limiter` defaults to `memoryLimiter()`, one per guard
+   */
+  failedAttempts?: FailedAttemptsOptions | undefined;
+  /**
+   * The clock of `failedAttempts`, in ms since the epoch; for tests.
+   * @default Date.now
+   */
+  now?: (() => number) | undefined;
+}
+
+/** Options of a guard's bad-key throttling (`failedAttempts`). */
+export interface FailedAttemptsOptions {
+  /** Bad keys one client address may send per window, 1..1,000,000,000. */
+  limit: number;
+  /** The window, in ms: 1 ms .. 366 days. */
+  windowMs: number;
+  /**
+   * Where the counters live, under the keys `ip:<address>` (`ip:none` without an address).
+   * @default memoryLimiter(), one per guard
+   */
+  limiter?: RateLimiter | undefined;
 }
 
 /** A compiled guard: one per route or middleware, created at startup. */
 export interface GuardCore {
   /**
-   * Decides on one request. Resolves a rejection for bad keys (401/403) and store failures (503);
-   * rejects only for errors that are bugs or misuse (e.g. a closed manager), which belong to the
-   * framework's error handling.
+   * Decides on one request. Resolves a rejection for bad keys (401/403), rate limits and quotas
+   * (429) and store or limiter failures (503); rejects only for errors that are bugs or misuse (e.g.
+   * a closed manager), which belong to the framework's error handling.
    */
   authenticate(request: GuardRequest): Promise<GuardOutcome>;
 }
@@ -127,6 +191,11 @@ const INVALID_401 = 'A valid API key is required.';
 const FORBIDDEN_SCOPE = 'The API key does not grant the scope this request needs.';
 const FORBIDDEN_IP = 'The client address is not allowed to use this API key.';
 const UNAVAILABLE = 'The API key store is unavailable; retry later.';
+const THROTTLED = 'Too many requests with invalid API keys from this address; retry later.';
+/** The headers of a pass without rate limits: one object for all, so such a pass allocates none. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+/** How long a `failedAttempts` limiter that is not in this process may take, as a key store call by default. */
+const FAILED_ATTEMPTS_TIMEOUT_MS = 2000;
 
 /**
  * Stands for credentials that cannot be one token (two different keys, an undecodable Basic header).
@@ -313,6 +382,133 @@ function rejection(
   return { ok: false, status, body: { error }, headers, reason, error: null };
 }
 
+/** Whole seconds, rounded up, of a delay in ms. */
+function seconds(ms: number): number {
+  return Math.ceil(ms / 1000);
+}
+
+/**
+ * Adds the `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-10 for
+ * the limits that applied: Structured Field lists with one member per limit, named by its scope
+ * (`"key"`, `"owner"`). `q` is the limit and `w` the window in whole seconds, rounded up; `r` is
+ * what is left and `t` the seconds until more is: the end of the window for a limit that admitted
+ * the request, the wait until it would admit it for one that refused it (so `Retry-After` is never
+ * earlier than `t`).
+ */
+function addRateLimitFields(limits: readonly RateLimitStatus[], headers: Record<string, string>): Record<string, string> {
+  let policy = '';
+  let current = '';
+  for (const status of limits) {
+    const separator = policy === '' ? '' : ', ';
+    policy += `${separator}"${status.scope}";q=${status.limit};w=${Math.max(1, seconds(status.windowMs))}`;
+    const wait = status.retryAfterMs === null || status.retryAfterMs === 0 ? status.resetMs : status.retryAfterMs;
+    current += `${separator}"${status.scope}";r=${status.remaining};t=${seconds(wait)}`;
+  }
+  headers['RateLimit-Policy'] = policy;
+  headers.RateLimit = current;
+  return headers;
+}
+
+/** A 503 for a failing key store or limiter. */
+function unavailable(error: StoreUnavailableError, retryAfter: string): GuardRejection {
+  return {
+    ok: false,
+    status: 503,
+    body: { error: { code: 'key_store_unavailable', message: UNAVAILABLE } },
+    headers: { 'Retry-After': retryAfter },
+    reason: 'STORE_UNAVAILABLE',
+    error,
+  };
+}
+
+/** A 429 for a refusal of verify's rate limits or quota, with `Retry-After` and the rate-limit fields. */
+function limited(result: Extract<VerifyResult, { valid: false }>): GuardRejection {
+  const headers: Record<string, string> = {};
+  const wait = result.retryAfterMs;
+  if (wait !== null && wait !== undefined) headers['Retry-After'] = String(Math.max(1, seconds(wait)));
+  if (result.limits !== undefined && result.limits.length > 0) addRateLimitFields(result.limits, headers);
+  const code: GuardErrorCode = result.code === 'RATE_LIMITED' ? 'rate_limited' : 'usage_exceeded';
+  return { ok: false, status: 429, body: { error: { code, message: result.message } }, headers, reason: result.code, error: null };
+}
+
+/** The verify codes that count as a failed attempt: a key was sent, and it is not one that works. */
+const FAILED_ATTEMPT: ReadonlySet<VerifyFailureCode> = new Set<VerifyFailureCode>(['MALFORMED', 'NOT_FOUND', 'INACTIVE', 'EXPIRED']);
+
+/** Bad-key throttling, compiled: peeks at an address's budget before verify, counts a failed attempt after it. */
+interface Throttle {
+  /** A 429 (budget used up) or 503 (limiter failed) for the address, or `null` to go on. */
+  check(group: string): Promise<GuardRejection | null>;
+  /** Counts one failed attempt; a 503 when the limiter failed, else `null`. */
+  count(group: string): Promise<GuardRejection | null>;
+}
+
+const FAILED_ATTEMPTS_FIELDS = new Set(['limit', 'windowMs', 'limiter']);
+
+function compileThrottle(value: unknown, now: () => number, retryAfter: string): Throttle | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new ValidationError(
+      'failedAttempts',
+      'must be { limit, windowMs } (e.g. { limit: 10, windowMs: 600000 }), optionally with a limiter',
+    );
+  }
+  const { limiter: given, ...rest } = value as Record<string, unknown>;
+  const extra = Object.keys(value).find((name) => !FAILED_ATTEMPTS_FIELDS.has(name));
+  if (extra !== undefined) {
+    throw new ValidationError('failedAttempts', `has unknown field '${extra}'; only limit, windowMs and limiter are allowed`);
+  }
+  if (given !== undefined && (given === null || typeof (given as { take?: unknown }).take !== 'function')) {
+    throw new ValidationError('failedAttempts.limiter', 'must be a RateLimiter such as memoryLimiter() or redisLimiter(client)');
+  }
+  const { limit, windowMs } = checkRateLimit('failedAttempts', rest) as { limit: number; windowMs: number };
+  const limiter = (given as RateLimiter | undefined) ?? memoryLimiter();
+  // Counters in this process answer at once and cannot hang: no deadline, no timer.
+  const deadlines = (limiter as { [IN_PROCESS]?: true })[IN_PROCESS] ? null : new Deadlines(FAILED_ATTEMPTS_TIMEOUT_MS);
+
+  const take = async (group: string, cost: number, at: number): Promise<LimiterAnswer> => {
+    const buckets: RateLimitBucket[] = [{ key: group, limit, windowMs }];
+    if (deadlines === null) return limiter.take(group, buckets, cost, at);
+    return deadlines.run('failedAttempts', async () => limiter.take(group, buckets, cost, at));
+  };
+  const failed = (error: unknown): GuardRejection => {
+    if (isStoreUnavailable(error)) return unavailable(error, retryAfter);
+    const message = error instanceof Error ? error.message : String(error);
+    return unavailable(new StoreUnavailableError('failedAttempts', message, { cause: error }), retryAfter);
+  };
+
+  return {
+    async check(group) {
+      const at = now();
+      let state: LimiterAnswer['states'][number] | undefined;
+      try {
+        // Cost 0: reads the counter (rolling its window over) without counting anything.
+        state = (await take(group, 0, at)).states[0];
+      } catch (error) {
+        return failed(error);
+      }
+      if (state === undefined) return failed(new Error('the limiter answered without the state of the counter'));
+      const status = describe(state, limit, windowMs, 1, at, false);
+      if (status.remaining > 0) return null;
+      return {
+        ok: false,
+        status: 429,
+        body: { error: { code: 'rate_limited', message: THROTTLED } },
+        headers: { 'Retry-After': String(Math.max(1, seconds(status.retryAfterMs ?? windowMs))) },
+        reason: 'TOO_MANY_FAILED_ATTEMPTS',
+        error: null,
+      };
+    },
+    async count(group) {
+      try {
+        await take(group, 1, now());
+        return null;
+      } catch (error) {
+        return failed(error);
+      }
+    },
+  };
+}
+
 /**
  * Compiles a guard. Every option is checked here, so a misconfigured guard fails at startup:
  * an unknown scope, carrier or proxy entry throws `ValidationError` naming the option.
@@ -320,7 +516,8 @@ function rejection(
  * @example
  * const guard = createGuardCore(keys, { scope: 'orders:list' })
  * const outcome = await guard.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket.remoteAddress })
- * if (!outcome.ok) { res.writeHead(outcome.status, outcome.headers).end(JSON.stringify(outcome.body)) }
+ * for (const [name, value] of Object.entries(outcome.headers)) res.setHeader(name, value)
+ * if (!outcome.ok) { res.writeHead(outcome.status).end(JSON.stringify(outcome.body)) }
  */
 export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): GuardCore {
   if (!keys || typeof keys.verify !== 'function' || !keys.scopes) {
@@ -333,6 +530,9 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   const exposeReasons = options.exposeReasons ?? false;
   if (typeof exposeReasons !== 'boolean') throw new ValidationError('exposeReasons', 'must be true or false');
   const retryAfterHeader = String(checkWholeNumber('retryAfterSeconds', options.retryAfterSeconds ?? 5, { min: 0, unit: 'seconds' }));
+  const now = options.now ?? Date.now;
+  if (typeof now !== 'function') throw new ValidationError('now', 'must be a function that returns the time in ms since the epoch');
+  const throttle = compileThrottle(options.failedAttempts, now, retryAfterHeader);
   const bearer = carriers.has('bearer');
   const basic = carriers.has('basic');
   const readsAuthorization = bearer || basic;
@@ -352,11 +552,13 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
     return found;
   };
 
-  const reject = (code: VerifyFailureCode, message: string): GuardRejection => {
+  const reject = (result: Extract<VerifyResult, { valid: false }>): GuardRejection => {
+    const code = result.code;
+    if (code === 'RATE_LIMITED' || code === 'USAGE_EXCEEDED') return limited(result);
     if (code === 'INSUFFICIENT_SCOPE') return rejection(code, 403, { code: 'insufficient_scope', message: FORBIDDEN_SCOPE }, {});
     if (code === 'IP_NOT_ALLOWED') return rejection(code, 403, { code: 'ip_not_allowed', message: FORBIDDEN_IP }, {});
     const error: GuardErrorBody['error'] = exposeReasons
-      ? { code: 'invalid_api_key', message, reason: code }
+      ? { code: 'invalid_api_key', message: result.message, reason: code }
       : { code: 'invalid_api_key', message: INVALID_401 };
     return rejection(code, 401, error, { 'WWW-Authenticate': 'Bearer' });
   };
@@ -364,26 +566,48 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
   return {
     async authenticate(request) {
       const headers = request.headers;
-      const token = extract(headers, request.rawHeaders);
       const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
+      const group = throttle === null ? null : `ip:${ip ?? 'none'}`;
+      if (throttle !== null) {
+        // Before the key is read: an address that used up its budget costs no lookup.
+        const refused = await throttle.check(group as string);
+        if (refused !== null) return refused;
+      }
+      const token = extract(headers, request.rawHeaders);
       const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
       let result: VerifyResult;
       try {
         result = await keys.verify(token, verifyOptions);
       } catch (error) {
         if (!isStoreUnavailable(error)) throw error;
+        return unavailable(error, retryAfterHeader);
+      }
+      if (result.valid) {
+        const limits = result.limits;
         return {
-          ok: false,
-          status: 503,
-          body: { error: { code: 'key_store_unavailable', message: UNAVAILABLE } },
-          headers: { 'Retry-After': retryAfterHeader },
-          reason: 'STORE_UNAVAILABLE',
-          error,
+          ok: true,
+          key: result.key,
+          headers: limits === undefined || limits.length === 0 ? NO_HEADERS : addRateLimitFields(limits, {}),
         };
       }
-      return result.valid ? { ok: true, key: result.key } : reject(result.code, result.message);
+      if (throttle !== null && FAILED_ATTEMPT.has(result.code)) {
+        const failed = await throttle.count(group as string);
+        if (failed !== null) return failed;
+      }
+      return reject(result);
     },
   };
+}
+
+/**
+ * The options with one `failedAttempts` limiter for every guard compiled from them: for adapters
+ * that compile a guard per route or scope from shared options, so an address has one budget.
+ * @internal
+ */
+export function shareFailedAttempts<T extends { failedAttempts?: FailedAttemptsOptions | undefined }>(options: T): T {
+  const given = options.failedAttempts;
+  if (given === undefined || given === null || typeof given !== 'object' || given.limiter !== undefined) return options;
+  return { ...options, failedAttempts: { ...given, limiter: memoryLimiter() } };
 }
 
 /** Checks an adapter's `onReject` option: a function or nothing. */

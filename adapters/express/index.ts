@@ -50,8 +50,9 @@ export interface ExpressGuardOptions<Req extends GuardedRequest = GuardedRequest
 
 /**
  * Express middleware (Express 4 and 5) that lets a request through only with a valid API key;
- * the key is then `req.apiKey`. Bad keys get 401, a missing scope or a disallowed client address
- * 403, a failing key store 503 with `Retry-After`. Other errors go to `next(err)`.
+ * the key is then `req.apiKey`, and the response carries the key's `RateLimit` fields. Bad keys
+ * get 401, a missing scope or a disallowed client address 403, a rate limit or spent quota 429, a
+ * failing key store 503 with `Retry-After`. Other errors go to `next(err)`.
  *
  * @example
  * app.get('/orders', apiKeyGuard(keys, { scope: 'orders:list' }), (req, res) => {
@@ -79,6 +80,9 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
     }
     if (outcome.ok) {
       req.apiKey = outcome.key;
+      // The RateLimit fields, when a limit applied; the handler may still change them.
+      const headers = outcome.headers;
+      for (const name in headers) res.setHeader(name, headers[name] as string);
       next();
       return;
     }
@@ -93,4 +97,13 @@ export function apiKeyGuard<Req extends GuardedRequest = GuardedRequest, Res ext
   return (req, res, next) => void handle(req, res, next);
 }
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

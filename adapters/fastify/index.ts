@@ -3,7 +3,14 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ValidationError } from '../../src/errors.js';
-import { checkOnReject, createGuardCore, type GuardCore, type GuardOptions, type GuardRejection } from '../../src/http.js';
+import {
+  checkOnReject,
+  createGuardCore,
+  type GuardCore,
+  type GuardOptions,
+  type GuardRejection,
+  shareFailedAttempts,
+} from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
 
@@ -37,8 +44,9 @@ export interface KeygateDecorator {
   /**
    * A hook that lets a request through only with a valid API key (then `request.apiKey` is set).
    * Use it as a route's `onRequest`, or `app.addHook('onRequest', app.keygate.guard())` for every
-   * route of a plugin. Bad keys get 401, a missing scope or a disallowed client address 403, a
-   * failing key store 503 with `Retry-After`; other errors go to Fastify's error handling.
+   * route of a plugin. The reply carries the key's `RateLimit` fields. Bad keys get 401, a missing
+   * scope or a disallowed client address 403, a rate limit or spent quota 429, a failing key store
+   * 503 with `Retry-After`; other errors go to Fastify's error handling.
    */
   guard(options?: FastifyGuardOptions): ApiKeyHook;
 }
@@ -55,7 +63,9 @@ declare module 'fastify' {
 }
 
 const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options) => {
-  const { keys, onReject: onRejectOption, ...shared } = options;
+  const { keys, onReject: onRejectOption, ...own } = options;
+  // One failedAttempts budget per address for every route of the plugin.
+  const shared = shareFailedAttempts(own);
   if ((shared as GuardOptions).scope !== undefined) {
     throw new ValidationError('scope', "is set per route: onRequest: app.keygate.guard({ scope: 'orders:list' })");
   }
@@ -74,6 +84,9 @@ const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options
       });
       if (outcome.ok) {
         request.apiKey = outcome.key;
+        // The RateLimit fields, when a limit applied; the handler may still change them.
+        const headers = outcome.headers;
+        for (const name in headers) reply.header(name, headers[name] as string);
         return undefined;
       }
       if (onReject) {
@@ -105,4 +118,13 @@ const plugin: FastifyPluginAsync<KeygatePluginOptions> = async (fastify, options
 export const keygatePlugin = fp(plugin, { fastify: '4.x || 5.x', name: 'keygate' });
 export default keygatePlugin;
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

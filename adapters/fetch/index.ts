@@ -35,9 +35,11 @@ export type FetchGuardOptions = GuardOptions;
 /** A compiled guard for Web requests: one per route or handler, created at startup. */
 export interface FetchGuard {
   /**
-   * Decides on one request: `{ ok: true, key }`, or a rejection (401/403 for a bad key, 503 when
-   * the key store fails) to answer with `rejectionResponse(outcome)`. Rejects only for errors that
-   * are bugs or misuse (a closed manager), which belong to the server's error handling.
+   * Decides on one request: `{ ok: true, key, headers }`, whose headers (the key's `RateLimit`
+   * fields) `withGuardHeaders(response, outcome)` adds to your response, or a rejection (401/403
+   * for a bad key, 429 for a rate limit or spent quota, 503 when the key store fails) to answer
+   * with `rejectionResponse(outcome)`. Rejects only for errors that are bugs or misuse (a closed
+   * manager), which belong to the server's error handling.
    */
   authenticate(request: FetchRequestLike, context?: FetchGuardContext): Promise<GuardOutcome>;
 }
@@ -122,8 +124,37 @@ export function createFetchGuard(keys: KeyManager, options: FetchGuardOptions = 
 }
 
 /**
+ * The response of a request the guard let through, with the guard's headers for it: the key's
+ * `RateLimit` and `RateLimit-Policy` fields when a rate limit applied. A header the response
+ * already has is left as it is. Returns `response` itself, or a copy when its headers cannot be
+ * changed (a `Response` from `fetch()` or `Response.redirect()`).
+ *
+ * @example
+ * const outcome = await guard.authenticate(request)
+ * if (!outcome.ok) return rejectionResponse(outcome)
+ * return withGuardHeaders(Response.json({ owner: outcome.key.ownerId }), outcome)
+ */
+export function withGuardHeaders(response: Response, outcome: GuardOutcome): Response {
+  const headers = outcome.headers;
+  let target = response;
+  for (const name in headers) {
+    if (target.headers.has(name)) continue;
+    const value = headers[name] as string;
+    try {
+      target.headers.set(name, value);
+    } catch {
+      // Immutable headers: the same body and status, with headers of its own.
+      target = new Response(target.body, target);
+      target.headers.set(name, value);
+    }
+  }
+  return target;
+}
+
+/**
  * The `Response` for a rejection: its status, its headers (`WWW-Authenticate` on a 401,
- * `Retry-After` on a 503) and its JSON body, the same bytes the Express, Koa and Fastify guards send.
+ * `Retry-After` on a 429 or 503, the `RateLimit` fields on a 429) and its JSON body, the same bytes
+ * the Express, Koa and Fastify guards send.
  *
  * @example
  * if (!outcome.ok) return rejectionResponse(outcome)
@@ -135,7 +166,9 @@ export function rejectionResponse(rejection: GuardRejection): Response {
 }
 
 export type {
+  FailedAttemptsOptions,
   GuardOptions,
+  GuardPass,
   GuardRejection,
   GuardRejectionReason,
   GuardOutcome,

@@ -55,8 +55,9 @@ function nodeServerAddress(c: Context): string | undefined {
 
 /**
  * Hono middleware (Hono 4) that lets a request through only with a valid API key; the key is then
- * `c.get('apiKey')`, typed. Bad keys get 401, a missing scope or a disallowed client address 403, a
- * failing key store 503 with `Retry-After`, with the bodies and headers of the other keygate guards.
+ * `c.get('apiKey')`, typed, and the response carries the key's `RateLimit` fields. Bad keys get 401,
+ * a missing scope or a disallowed client address 403, a rate limit or spent quota 429, a failing
+ * key store 503 with `Retry-After`, with the bodies and headers of the other keygate guards.
  * Other errors are thrown to Hono's error handling.
  *
  * @example
@@ -79,6 +80,9 @@ export function apiKeyGuard(keys: KeyManager, options: HonoGuardOptions = {}): M
     if (outcome.ok) {
       c.set('apiKey', outcome.key);
       await next();
+      // The RateLimit fields, when a limit applied, unless the handler set its own.
+      const headers = outcome.headers;
+      for (const name in headers) if (!c.res.headers.has(name)) c.header(name, headers[name] as string);
       return;
     }
     if (onReject) {
@@ -89,4 +93,13 @@ export function apiKeyGuard(keys: KeyManager, options: HonoGuardOptions = {}): M
   };
 }
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

@@ -39,8 +39,9 @@ export interface KoaGuardOptions<Ctx extends GuardedContext = GuardedContext> ex
 
 /**
  * Koa middleware (Koa 2 and 3) that lets a request through only with a valid API key; the key is
- * then `ctx.state.apiKey`. Bad keys get 401, a missing scope or a disallowed client address 403, a
- * failing key store 503 with `Retry-After`. Other errors are thrown to Koa's error handling.
+ * then `ctx.state.apiKey`, and the response carries the key's `RateLimit` fields. Bad keys get 401,
+ * a missing scope or a disallowed client address 403, a rate limit or spent quota 429, a failing
+ * key store 503 with `Retry-After`. Other errors are thrown to Koa's error handling.
  *
  * @example
  * router.get('/orders', apiKeyGuard(keys, { scope: 'orders:list' }), (ctx) => {
@@ -59,6 +60,9 @@ export function apiKeyGuard<Ctx extends GuardedContext = GuardedContext>(
     const outcome = await core.authenticate({ headers: req.headers, rawHeaders: req.rawHeaders, remoteAddress: req.socket?.remoteAddress });
     if (outcome.ok) {
       (ctx.state as ApiKeyState).apiKey = outcome.key;
+      // The RateLimit fields, when a limit applied; the handler may still change them.
+      const headers = outcome.headers;
+      for (const name in headers) ctx.set(name, headers[name] as string);
       await next();
       return;
     }
@@ -73,4 +77,13 @@ export function apiKeyGuard<Ctx extends GuardedContext = GuardedContext>(
   };
 }
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

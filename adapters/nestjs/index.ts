@@ -20,7 +20,15 @@ import {
 } from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService, Reflector } from '@nestjs/core';
 import { ValidationError } from '../../src/errors.js';
-import { checkOnReject, createGuardCore, type GuardCore, type GuardOptions, type GuardRejection, type HeaderBag } from '../../src/http.js';
+import {
+  checkOnReject,
+  createGuardCore,
+  type GuardCore,
+  type GuardOptions,
+  type GuardRejection,
+  type HeaderBag,
+  shareFailedAttempts,
+} from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
 
@@ -121,7 +129,9 @@ class KeygateGuards {
 
   constructor(options: KeygateModuleOptions) {
     if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object: KeygateModule.forRoot({ keys })');
-    const { keys, onReject, ...shared } = options;
+    const { keys, onReject, ...own } = options;
+    // One failedAttempts budget per address for every guard of the module.
+    const shared = shareFailedAttempts(own);
     if ((shared as GuardOptions).scope !== undefined) {
       throw new ValidationError(
         'scope',
@@ -168,8 +178,9 @@ function setHeader(response: unknown, name: string, value: string): void {
 /**
  * A Nest guard that lets a request through only with a valid API key, then `request.apiKey` is
  * the key. The scope comes from `@RequireScope()` on the handler, else on the controller, else any
- * valid key passes. Bad keys get 401, a missing scope or a disallowed client address 403, a failing
- * key store 503 with `Retry-After`, each thrown as an `ApiKeyException`; other errors (a closed
+ * valid key passes; the response then carries the key's `RateLimit` fields. Bad keys get 401, a
+ * missing scope or a disallowed client address 403, a rate limit or spent quota 429, a failing key
+ * store 503 with `Retry-After`, each thrown as an `ApiKeyException`; other errors (a closed
  * manager) are thrown as they are, for Nest's exception handling. Needs `KeygateModule.forRoot()`.
  *
  * @example
@@ -211,6 +222,9 @@ export class ApiKeyGuard implements CanActivate {
     });
     if (outcome.ok) {
       request.apiKey = outcome.key;
+      // The RateLimit fields, when a limit applied; the handler may still change them.
+      const headers = outcome.headers;
+      for (const name in headers) setHeader(response, name, headers[name] as string);
       return true;
     }
     if (this.guards.onReject) await this.guards.onReject(outcome, request, response);
@@ -363,4 +377,13 @@ export class KeygateModule {
 
 Module({})(KeygateModule);
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

@@ -1,11 +1,11 @@
 // keygate/next: createNextGuard(), API key guards for Next.js App Router route handlers, over keygate/fetch.
 
 import { ValidationError } from '../../src/errors.js';
-import { checkOnReject, forwardedClient, type GuardOptions, type GuardRejection } from '../../src/http.js';
+import { checkOnReject, forwardedClient, type GuardOptions, type GuardRejection, shareFailedAttempts } from '../../src/http.js';
 import { type AddressMatcher, compileTrustedProxies } from '../../src/ip.js';
 import type { KeyManager } from '../../src/manager.js';
 import type { ApiKey } from '../../src/types.js';
-import { createFetchGuard, type FetchGuard, type FetchGuardOptions, rejectionResponse } from '../fetch/index.js';
+import { createFetchGuard, type FetchGuard, type FetchGuardOptions, rejectionResponse, withGuardHeaders } from '../fetch/index.js';
 
 /** Options shared by every route of `createNextGuard`; each route picks its scope in `withApiKey`. */
 export interface NextGuardOptions extends Omit<GuardOptions, 'scope' | 'trustedProxies'> {
@@ -75,8 +75,9 @@ const NO_PROXY: AddressMatcher = () => false;
 /**
  * Compiles the API key guard of a Next.js app (App Router route handlers on the Node.js runtime)
  * and returns `withApiKey(handler, { scope })`, which wraps one route handler. Bad keys get 401, a
- * missing scope or a disallowed client address 403, a failing key store 503 with `Retry-After`, with
- * the bodies and headers of the other keygate guards. Every option is checked here: a bad one
+ * missing scope or a disallowed client address 403, a rate limit or spent quota 429, a failing key
+ * store 503 with `Retry-After`, with the bodies and headers of the other keygate guards; the
+ * handler's response gets the key's `RateLimit` fields. Every option is checked here: a bad one
  * throws `ValidationError` naming it.
  *
  * @example
@@ -87,7 +88,9 @@ const NO_PROXY: AddressMatcher = () => false;
  */
 export function createNextGuard(keys: KeyManager, options: NextGuardOptions = {}): WithApiKey {
   if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object');
-  const { trustedProxies, clientAddress, onReject: onRejectOption, ...shared } = options;
+  const { trustedProxies, clientAddress, onReject: onRejectOption, ...own } = options;
+  // One failedAttempts budget per address for every route.
+  const shared = shareFailedAttempts(own);
   if ((shared as GuardOptions).scope !== undefined) {
     throw new ValidationError('scope', "is set per route: withApiKey(handler, { scope: 'orders:list' })");
   }
@@ -128,7 +131,7 @@ export function createNextGuard(keys: KeyManager, options: NextGuardOptions = {}
     const guard = routeOptions.scope === undefined ? unscoped : createFetchGuard(keys, { ...base, scope: routeOptions.scope });
     return async (request, context) => {
       const outcome = await authenticate(guard, request);
-      if (outcome.ok) return handler(request, context, outcome.key);
+      if (outcome.ok) return withGuardHeaders(await handler(request, context, outcome.key), outcome);
       if (onReject) {
         const own = await onReject(outcome, request);
         if (own) return own;
@@ -138,4 +141,13 @@ export function createNextGuard(keys: KeyManager, options: NextGuardOptions = {}
   };
 }
 
-export type { GuardOptions, GuardRejection, GuardOutcome, GuardErrorBody, GuardErrorCode, TokenCarrier } from '../../src/http.js';
+export type {
+  FailedAttemptsOptions,
+  GuardOptions,
+  GuardPass,
+  GuardRejection,
+  GuardOutcome,
+  GuardErrorBody,
+  GuardErrorCode,
+  TokenCarrier,
+} from '../../src/http.js';

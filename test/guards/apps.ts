@@ -12,7 +12,7 @@ import Koa3 from 'koa';
 import Koa2 from 'koa2';
 import { apiKeyGuard as expressGuard } from '../../adapters/express/index.js';
 import keygatePlugin from '../../adapters/fastify/index.js';
-import { createFetchGuard, rejectionResponse } from '../../adapters/fetch/index.js';
+import { createFetchGuard, rejectionResponse, withGuardHeaders } from '../../adapters/fetch/index.js';
 import { apiKeyGuard as honoGuard } from '../../adapters/hono/index.js';
 import { apiKeyGuard as koaGuard, type ApiKeyState } from '../../adapters/koa/index.js';
 import type { GuardOptions, GuardRejection } from '../../src/http.js';
@@ -229,7 +229,7 @@ function honoFramework(name: string): Framework {
   };
 }
 
-/** A bare fetch handler, no framework: createFetchGuard with the socket's address, rejectionResponse for refusals. */
+/** A bare fetch handler, no framework: createFetchGuard with the socket's address, withGuardHeaders for passes, rejectionResponse for refusals. */
 function fetchFramework(name: string): Framework {
   return {
     name,
@@ -244,7 +244,7 @@ function fetchFramework(name: string): Framework {
         if (path === '/open') return json({ peer });
         if (path !== '/orders') return json({ error: 'not found' }, 404);
         const outcome = await guard.authenticate(request, { clientAddress: peer });
-        if (outcome.ok) return json({ keyId: outcome.key.id });
+        if (outcome.ok) return withGuardHeaders(json({ keyId: outcome.key.id }), outcome);
         if (hook && editOrThrow(hook, outcome)) return new Response(`custom:${outcome.reason}`, { status: 418 });
         return rejectionResponse(outcome);
       };
