@@ -37,6 +37,8 @@ export type {
   GuardOptions,
   GuardRequest,
   GuardOutcome,
+  GuardPass,
+  FailedAttemptsOptions,
   GuardRejection,
   GuardRejectionReason,
   GuardErrorBody,
