@@ -2,7 +2,7 @@
 
 import { fileURLToPath } from 'node:url';
 import express from 'express';
-import { createKeyManager, KeyNotFoundError, StoreUnavailableError, ValidationError, VersionConflictError } from 'keygate';
+import { createKeyManager, KeyNotFoundError, memoryLimiter, StoreUnavailableError, ValidationError, VersionConflictError } from 'keygate';
 import { basicAuth, sameOriginWrites } from './admin-auth.js';
 import { storeApi } from './store-api.js';
 
@@ -17,7 +17,8 @@ export const IP_RULE =
  * @typedef {object} CreateAppOptions
  * @property {import('keygate').KeyStore} store where the keys live (sqliteStore, postgresStore, redisStore, memoryStore)
  * @property {string} adminPassword password of the `admin` user of the admin page (at least 8 characters)
- * @property {Omit<import('keygate').KeyManagerOptions, 'store'>} [keyManager] further createKeyManager options
+ * @property {Omit<import('keygate').KeyManagerOptions, 'store'>} [keyManager] further createKeyManager options; without
+ *   `rateLimits.limiter`, rate-limit counters live in this process (`memoryLimiter()`)
  * @property {string | readonly string[]} [trustedProxies] the reverse proxies in front of the app (e.g. `'loopback'`):
  *   their `X-Forwarded-For` gives the client address the store API checks allow-lists against, and their
  *   `X-Forwarded-Proto` and `X-Forwarded-Host` the origin admin writes must come from. Default: none.
@@ -46,7 +47,14 @@ export function createApp(options) {
   }
   // First, so a bad trustedProxies entry stops createApp before a manager exists that would need closing.
   const originCheck = sameOriginWrites({ trustedProxies });
-  const keys = createKeyManager({ ...options.keyManager, store });
+  // Rate-limit counters in this process: exact for this one embedded instance. Several instances
+  // behind a load balancer would each count on their own; give them a shared limiter instead.
+  const keyManager = options.keyManager ?? {};
+  const keys = createKeyManager({
+    ...keyManager,
+    rateLimits: { ...keyManager.rateLimits, limiter: keyManager.rateLimits?.limiter ?? memoryLimiter() },
+    store,
+  });
   const app = express();
   app.disable('x-powered-by');
   app.use(securityHeaders);
@@ -98,13 +106,20 @@ function view(keys, key) {
     createdAt: key.createdAt,
     updatedAt: key.updatedAt,
     lastUsedAt: key.lastUsedAt,
+    rateLimit: key.rateLimit,
+    remaining: key.remaining,
+    refill: key.refill,
     version: key.version,
   };
 }
 
+/** The fields the admin form edits. `rateLimit` and `refill` are objects or `null`, `remaining` a number or `null`. */
+const FORM_FIELDS = ['name', 'active', 'scopes', 'allowedIps', 'rateLimit', 'remaining', 'refill'];
+
 /**
  * Only the fields the admin form edits. Their values are passed on as sent: the library validates
- * them and names the field at fault.
+ * them and names the field at fault (`rateLimit.limit`, `refill.intervalMs`, …). An edit that
+ * sends `remaining` sets the uses left anew; one that leaves it out keeps the count the key is at.
  * @param {unknown} body
  * @returns {import('keygate').CreateKeyInput}
  */
@@ -116,7 +131,7 @@ function formFields(body) {
   const source = /** @type {Record<string, unknown>} */ (body);
   /** @type {Record<string, unknown>} */
   const fields = {};
-  for (const name of ['name', 'active', 'scopes', 'allowedIps']) {
+  for (const name of FORM_FIELDS) {
     if (source[name] !== undefined) fields[name] = source[name];
   }
   return /** @type {import('keygate').CreateKeyInput} */ (/** @type {unknown} */ (fields));

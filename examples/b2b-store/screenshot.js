@@ -24,10 +24,33 @@ await store.migrate();
 const { app, keys, close } = createApp({ store, adminPassword });
 
 // Sample keys, as a shop would have them.
-const erp = await keys.create({ name: 'ERP sync', scopes: ['orders:edit', 'products:edit'], allowedIps: '203.0.113.7,2001:db8::1' });
-await keys.create({ name: 'Accounting export', scopes: ['orders:list', 'customers:list'] });
-await keys.create({ name: 'Shipping labels', scopes: ['orders:list'], allowedIps: '198.51.100.24' });
-await keys.create({ name: 'Marketplace feed', scopes: ['all'] });
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const erp = await keys.create({
+  name: 'ERP sync',
+  scopes: ['orders:edit', 'products:edit'],
+  allowedIps: '203.0.113.7,2001:db8::1',
+  rateLimit: { limit: 100, windowMs: 60_000 },
+});
+await keys.create({
+  name: 'Accounting export',
+  scopes: ['orders:list', 'customers:list'],
+  remaining: 1000,
+  refill: { amount: 1000, intervalMs: DAY },
+});
+await keys.create({
+  name: 'Shipping labels',
+  scopes: ['orders:list'],
+  allowedIps: '198.51.100.24',
+  rateLimit: { limit: 5000, windowMs: DAY },
+});
+await keys.create({
+  name: 'Marketplace feed',
+  scopes: ['all'],
+  rateLimit: { limit: 600, windowMs: HOUR },
+  remaining: 250_000,
+  refill: { amount: 250_000, intervalMs: 30 * DAY },
+});
 const old = await keys.create({ name: 'Old warehouse app', scopes: ['products:list'] });
 await keys.deactivate(old.key.id);
 // A few uses, so "Last used" shows a time.

@@ -59,6 +59,25 @@ describe('B2B store example: admin page protection', () => {
       .expect('Content-Type', /javascript/);
   });
 
+  it('the page has the rate limit and quota columns and controls, each control labelled, and no inline script', async () => {
+    const html = (await http().get('/admin/api-keys').auth(admin.user, admin.password).expect(200)).text;
+    const headings = [...html.matchAll(/<th scope="col">([^<]*)<\/th>/g)].map((m) => m[1]);
+    expect(headings).toEqual(['Name', 'Scope', 'Allowed IPs', 'Rate limit', 'Uses left', 'Active', 'Created', 'Last used', 'Key']);
+    expect(html).toContain('<legend>Rate limit</legend>');
+    expect(html).toContain('<legend>Usage quota</legend>');
+    const controls = [...html.matchAll(/<(input|select)\b[^>]*\bid="([^"]+)"/g)].map((m) => m[2]);
+    expect(controls).toEqual(
+      expect.arrayContaining(['key-rate-limit', 'key-rate-window', 'key-remaining', 'key-refill-amount', 'key-refill-interval']),
+    );
+    for (const id of controls) {
+      const labelled = html.includes(`<label for="${id}"`) || new RegExp(`<label[^>]*>\\s*<input[^>]*id="${id}"`).test(html);
+      expect(labelled, `a label for #${id}`).toBe(true);
+    }
+    // The content security policy allows only the page's own script file.
+    expect([...html.matchAll(/<script\b[^>]*>/g)].map((m) => m[0])).toEqual(['<script type="module" src="/admin/assets/admin.js">']);
+    expect(html).not.toMatch(/\son[a-z]+=/i);
+  });
+
   it('refuses writes that are not JSON or come from another origin, and creates nothing', async () => {
     const before = await keyCount();
     const form = await http()
@@ -207,5 +226,122 @@ describe('B2B store example: a key through its whole life', () => {
     await adminCall.delete(`/keys/${id}`).expect(404);
     const edited = await adminCall.patch(`/keys/${id}`, { active: true });
     expect(edited.status).toBe(404);
+  });
+});
+
+describe('B2B store example: rate limits and usage quotas', () => {
+  interface Listed {
+    id: string;
+    name: string;
+    rateLimit: { limit: number; windowMs: number } | null;
+    remaining: number | null;
+    refill: { amount: number; intervalMs: number } | null;
+    version: number;
+  }
+
+  const shop = (token: string) => http().get('/api/orders').set('Authorization', `Bearer ${token}`);
+  const listed = async (id: string): Promise<Listed | undefined> =>
+    ((await adminCall.get('/keys').expect(200)).body.keys as Listed[]).find((k) => k.id === id);
+  const create = async (body: object): Promise<{ id: string; token: string; key: Listed }> => {
+    const res = await adminCall.post('/keys', { scopes: ['orders:list'], allowedIps: '', ...body });
+    expect(res.status).toBe(201);
+    return { id: res.body.key.id, token: res.body.token, key: res.body.key };
+  };
+
+  it('a key made with 2 requests a minute is listed with it; its third request is refused (429 rate_limited)', async () => {
+    const { id, token, key } = await create({ name: 'Two a minute', rateLimit: { limit: 2, windowMs: 60_000 } });
+    expect(key).toMatchObject({ rateLimit: { limit: 2, windowMs: 60_000 }, remaining: null, refill: null });
+    expect(await listed(id)).toMatchObject({ rateLimit: { limit: 2, windowMs: 60_000 }, remaining: null, refill: null });
+
+    await shop(token).expect(200);
+    await shop(token).expect(200);
+    const third = await shop(token);
+    expect(third.status).toBe(429);
+    expect(third.body.error.code).toBe('rate_limited');
+    expect(typeof third.body.error.message).toBe('string');
+  });
+
+  it('a key made with 1 use passes once, then is refused (429 usage_exceeded); the list shows 0 left', async () => {
+    const { id, token, key } = await create({ name: 'One use', remaining: 1 });
+    expect(key.remaining).toBe(1);
+    await shop(token).expect(200);
+    const second = await shop(token);
+    expect(second.status).toBe(429);
+    expect(second.body.error.code).toBe('usage_exceeded');
+    expect((await listed(id))?.remaining).toBe(0);
+  });
+
+  it('a raised rate limit lets a refused key through again, and a removed one lifts it', async () => {
+    const { id, token } = await create({ name: 'Raised later', rateLimit: { limit: 1, windowMs: 3_600_000 } });
+    await shop(token).expect(200);
+    expect((await shop(token)).status).toBe(429);
+
+    const raised = await adminCall.patch(`/keys/${id}`, { rateLimit: { limit: 3, windowMs: 3_600_000 } });
+    expect(raised.status).toBe(200);
+    expect(raised.body.key.rateLimit).toEqual({ limit: 3, windowMs: 3_600_000 });
+    // The counter kept the use made so far: two more in this hour.
+    await shop(token).expect(200);
+    await shop(token).expect(200);
+    expect((await shop(token)).status).toBe(429);
+
+    const removed = await adminCall.patch(`/keys/${id}`, { rateLimit: null });
+    expect(removed.body.key.rateLimit).toBeNull();
+    expect((await listed(id))?.rateLimit).toBeNull();
+    for (let i = 0; i < 5; i++) await shop(token).expect(200);
+  });
+
+  it('the uses left are set anew by an edit that sends them, and kept by one that does not', async () => {
+    const { id, token } = await create({ name: 'Metered', remaining: 0 });
+    const spent = await shop(token);
+    expect(spent.status).toBe(429);
+    expect(spent.body.error.code).toBe('usage_exceeded');
+
+    const refilled = await adminCall.patch(`/keys/${id}`, { remaining: 3, refill: { amount: 1000, intervalMs: 86_400_000 } });
+    expect(refilled.status).toBe(200);
+    expect(refilled.body.key).toMatchObject({ remaining: 3, refill: { amount: 1000, intervalMs: 86_400_000 } });
+    await shop(token).expect(200);
+    expect((await listed(id))?.remaining).toBe(2);
+
+    // Renaming leaves the count where the key's use has brought it.
+    const renamed = await adminCall.patch(`/keys/${id}`, { name: 'Metered ERP' });
+    expect(renamed.status).toBe(200);
+    expect(await listed(id)).toMatchObject({ name: 'Metered ERP', remaining: 2, refill: { amount: 1000, intervalMs: 86_400_000 } });
+
+    const unlimited = await adminCall.patch(`/keys/${id}`, { remaining: null, refill: null });
+    expect(unlimited.body.key).toMatchObject({ remaining: null, refill: null });
+    for (let i = 0; i < 4; i++) await shop(token).expect(200);
+  });
+
+  it('bad limits are refused (400) on the field at fault, and change nothing', async () => {
+    const before = await keyCount();
+    const zero = await adminCall.post('/keys', { name: 'Zero', scopes: ['orders:list'], rateLimit: { limit: 0, windowMs: 60_000 } });
+    expect(zero.status).toBe(400);
+    expect(zero.body.error).toMatchObject({ code: 'VALIDATION_FAILED', field: 'rateLimit.limit' });
+    expect(zero.body.error.reason).toMatch(/whole number/);
+    const notAnObject = await adminCall.post('/keys', { name: 'Fast', scopes: ['orders:list'], rateLimit: 'fast' });
+    expect(notAnObject.status).toBe(400);
+    expect(notAnObject.body.error.field).toBe('rateLimit');
+    const negative = await adminCall.post('/keys', { name: 'Negative', scopes: ['orders:list'], remaining: -1 });
+    expect(negative.status).toBe(400);
+    expect(negative.body.error.field).toBe('remaining');
+    const noInterval = await adminCall.post('/keys', {
+      name: 'No interval',
+      scopes: ['orders:list'],
+      remaining: 10,
+      refill: { amount: 10, intervalMs: 0 },
+    });
+    expect(noInterval.status).toBe(400);
+    expect(noInterval.body.error.field).toBe('refill.intervalMs');
+    expect(await keyCount()).toBe(before);
+
+    const { id, key } = await create({ name: 'Kept as it was', rateLimit: { limit: 2, windowMs: 60_000 } });
+    const badWindow = await adminCall.patch(`/keys/${id}`, { rateLimit: { limit: 2, windowMs: 'x' }, expectedVersion: key.version });
+    expect(badWindow.status).toBe(400);
+    expect(badWindow.body.error.field).toBe('rateLimit.windowMs');
+    expect(badWindow.body.error.reason).toMatch(/"x"/);
+    const badLimit = await adminCall.patch(`/keys/${id}`, { name: 'Renamed', rateLimit: { limit: 0, windowMs: 60_000 } });
+    expect(badLimit.status).toBe(400);
+    expect(badLimit.body.error.field).toBe('rateLimit.limit');
+    expect(await listed(id)).toMatchObject({ name: 'Kept as it was', rateLimit: { limit: 2, windowMs: 60_000 }, version: key.version });
   });
 });

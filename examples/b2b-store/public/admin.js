@@ -12,10 +12,45 @@
  * @property {string} hint
  * @property {string} createdAt
  * @property {string|null} lastUsedAt
+ * @property {{ limit: number, windowMs: number }|null} rateLimit
+ * @property {number|null} remaining
+ * @property {{ amount: number, intervalMs: number }|null} refill
  * @property {number} version
  */
 
-const FIELDS = ['name', 'active', 'scopes', 'allowedIps'];
+/** The form's error lines, one per field (or group) the library may name. */
+const ERROR_LINES = ['name', 'active', 'scopes', 'allowedIps', 'rateLimit', 'remaining', 'refill'];
+/**
+ * Where an error on a field the library names is shown: its error line, the control to focus and,
+ * for a part of a group, the label to name it by.
+ * @type {Record<string, { line: string, control: string|null, label?: string }>}
+ */
+const ERROR_PLACES = {
+  name: { line: 'name', control: 'key-name' },
+  active: { line: 'active', control: 'key-active' },
+  scopes: { line: 'scopes', control: null },
+  allowedIps: { line: 'allowedIps', control: 'key-ips' },
+  rateLimit: { line: 'rateLimit', control: 'key-rate-limit' },
+  'rateLimit.limit': { line: 'rateLimit', control: 'key-rate-limit', label: 'Requests' },
+  'rateLimit.windowMs': { line: 'rateLimit', control: 'key-rate-window', label: 'Per' },
+  remaining: { line: 'remaining', control: 'key-remaining' },
+  refill: { line: 'refill', control: 'key-refill-amount' },
+  'refill.amount': { line: 'refill', control: 'key-refill-amount', label: 'Refill to' },
+  'refill.intervalMs': { line: 'refill', control: 'key-refill-interval', label: 'Every' },
+};
+/** The form's inputs and selects, locked once a key is created. */
+const CONTROLS = [
+  'key-name',
+  'key-active',
+  'key-ips',
+  'key-rate-limit',
+  'key-rate-window',
+  'key-remaining',
+  'key-refill-amount',
+  'key-refill-interval',
+];
+const MINUTE = 60_000;
+const DAY = 86_400_000;
 const PENCIL =
   '<svg viewBox="0 0 20 20" width="16" height="16" aria-hidden="true"><path fill="currentColor" d="M14.7 2.3a1 1 0 0 1 1.4 0l1.6 1.6a1 1 0 0 1 0 1.4L7.4 15.6l-4 1 1-4L14.7 2.3zM5.9 13l-.4 1.5 1.5-.4 8.6-8.6-1.1-1.1L5.9 13z"/></svg>';
 const CROSS =
@@ -35,7 +70,13 @@ let currentKeys = [];
 let formState = { mode: 'create' };
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+const numberFormat = new Intl.NumberFormat('en-US');
+/** @param {string} id */
+const input = (id) => /** @type {HTMLInputElement} */ ($(id));
+/** @param {string} id */
+const select = (id) => /** @type {HTMLSelectElement} */ ($(id));
 
 /**
  * Calls the admin JSON API.
@@ -81,6 +122,90 @@ function showPageError(message) {
   box.hidden = !message;
 }
 
+// ---- limits and quotas as text ------------------------------------------------------------------
+
+/** Units for durations, largest first: size in ms, short name, long name, long plural. */
+const UNITS = /** @type {const} */ ([
+  [86_400_000, 'day', 'day', 'days'],
+  [3_600_000, 'hour', 'hour', 'hours'],
+  [60_000, 'min', 'minute', 'minutes'],
+  [1_000, 's', 'second', 'seconds'],
+]);
+
+/**
+ * A window or interval after "/" in the list: `min`, `hour`, `day`, `30 days`, `10 s`, `1500 ms`.
+ * @param {number} ms
+ */
+function shortDuration(ms) {
+  for (const [size, short, , plural] of UNITS) {
+    if (ms % size !== 0) continue;
+    const n = ms / size;
+    if (n === 1) return short;
+    return `${numberFormat.format(n)} ${size === 60_000 || size === 1_000 ? short : plural}`;
+  }
+  return `${numberFormat.format(ms)} ms`;
+}
+
+/**
+ * A window or interval as a choice of the form's selects: `minute`, `30 days`, `10 seconds`.
+ * @param {number} ms
+ */
+function longDuration(ms) {
+  for (const [size, , long, plural] of UNITS) {
+    if (ms % size !== 0) continue;
+    const n = ms / size;
+    return n === 1 ? long : `${numberFormat.format(n)} ${plural}`;
+  }
+  return `${numberFormat.format(ms)} ms`;
+}
+
+/**
+ * The rate limit as the list shows it: `100 / min`, or `—` without one.
+ * @param {KeyView['rateLimit']} rateLimit
+ */
+function rateText(rateLimit) {
+  return rateLimit === null ? '—' : `${numberFormat.format(rateLimit.limit)} / ${shortDuration(rateLimit.windowMs)}`;
+}
+
+/**
+ * The uses left as the list shows them: `1,000 left`, or `Unlimited` without a quota.
+ * @param {KeyView['remaining']} remaining
+ */
+function usesText(remaining) {
+  return remaining === null ? 'Unlimited' : `${numberFormat.format(remaining)} left`;
+}
+
+/**
+ * A number typed into the form: `null` when blank, a number for digits (`1000` or `1,000`), else
+ * the text itself, which the library refuses with a message naming the field.
+ * @param {string} text
+ * @returns {number|string|null}
+ */
+function typedNumber(text) {
+  const trimmed = text.trim();
+  if (trimmed === '') return null;
+  if (/^\d+$/.test(trimmed) || /^\d{1,3}(,\d{3})+$/.test(trimmed)) return Number(trimmed.replaceAll(',', ''));
+  return trimmed;
+}
+
+/**
+ * Selects `ms` in a duration select, adding it as a choice when it is not one of the usual ones
+ * (a key given another window through the API keeps it when saved unchanged).
+ * @param {HTMLSelectElement} box
+ * @param {number} ms
+ */
+function selectDuration(box, ms) {
+  for (const option of [...box.options]) if (option.dataset.extra !== undefined) option.remove();
+  const value = String(ms);
+  if (![...box.options].some((option) => option.value === value)) {
+    const option = /** @type {HTMLOptionElement} */ (el('option', undefined, longDuration(ms)));
+    option.value = value;
+    option.dataset.extra = '';
+    box.append(option);
+  }
+  box.value = value;
+}
+
 // ---- the list ---------------------------------------------------------------------------------
 
 async function loadKeys() {
@@ -115,12 +240,26 @@ function renderKeys() {
     else for (const ip of key.allowedIps) ipCell.append(el('code', 'ip', ip));
     row.append(ipCell);
 
+    row.append(el('td', key.rateLimit === null ? 'rate muted' : 'rate', rateText(key.rateLimit)));
+
+    const usesCell = el('td', 'uses');
+    let usesClass = 'uses-left';
+    if (key.remaining === null) usesClass = 'muted';
+    else if (key.remaining === 0) usesClass = 'uses-left spent';
+    usesCell.append(el('span', usesClass, usesText(key.remaining)));
+    if (key.refill !== null) {
+      usesCell.append(
+        el('span', 'refill', `refills to ${numberFormat.format(key.refill.amount)} / ${shortDuration(key.refill.intervalMs)}`),
+      );
+    }
+    row.append(usesCell);
+
     const activeCell = el('td');
     activeCell.append(el('span', key.active ? 'badge on' : 'badge off', key.active ? 'Active' : 'Inactive'));
     row.append(activeCell);
 
-    row.append(el('td', 'date', dateFormat.format(new Date(key.createdAt))));
-    row.append(el('td', 'date', key.lastUsedAt ? dateFormat.format(new Date(key.lastUsedAt)) : 'Never'));
+    row.append(dateCell(key.createdAt));
+    row.append(key.lastUsedAt ? dateCell(key.lastUsedAt) : el('td', 'date', 'Never'));
 
     const hintCell = el('td');
     hintCell.append(el('code', 'hint-code', key.hint));
@@ -144,6 +283,17 @@ function renderKeys() {
 
     body.append(row);
   }
+}
+
+/**
+ * A time in the list: the day, and the time of day under it.
+ * @param {string} iso
+ */
+function dateCell(iso) {
+  const at = new Date(iso);
+  const cell = el('td', 'date', dayFormat.format(at));
+  cell.append(el('span', 'time', timeFormat.format(at)));
+  return cell;
 }
 
 /** @param {KeyView} key */
@@ -237,28 +387,34 @@ function selectedScopes() {
 }
 
 function clearErrors() {
-  for (const field of FIELDS) {
-    const message = $(`${field}-error`);
+  for (const line of ERROR_LINES) {
+    const message = $(`${line}-error`);
     message.hidden = true;
     message.textContent = '';
-    document.querySelector(`[data-field="${field}"]`)?.classList.remove('invalid');
   }
+  for (const node of document.querySelectorAll('#key-form .invalid')) node.classList.remove('invalid');
+  for (const node of document.querySelectorAll('#key-form [aria-invalid]')) node.removeAttribute('aria-invalid');
   $('form-error').hidden = true;
 }
 
 /**
- * Shows a ValidationError next to the field it names (`allowedIps`, `scopes`, `name`, …).
+ * Shows a ValidationError next to the field it names (`allowedIps`, `scopes[2]`, `rateLimit.limit`, …).
  * @param {{ field?: string, reason?: string, message?: string }} error
  */
 function showError(error) {
-  const field = (error.field ?? '').replace(/[[.].*$/, '');
-  if (FIELDS.includes(field)) {
-    const message = $(`${field}-error`);
-    message.textContent = error.reason ?? error.message ?? 'Invalid value.';
+  const field = error.field ?? '';
+  const place = ERROR_PLACES[field] ?? ERROR_PLACES[field.replace(/[[.].*$/, '')];
+  if (place) {
+    const message = $(`${place.line}-error`);
+    const reason = error.reason ?? error.message ?? 'Invalid value.';
+    message.textContent = place.label ? `${place.label}: ${reason}` : reason;
     message.hidden = false;
-    document.querySelector(`[data-field="${field}"]`)?.classList.add('invalid');
-    const input = document.querySelector(`[data-field="${field}"] input`);
-    if (input instanceof HTMLInputElement) input.focus();
+    for (const node of document.querySelectorAll(`#key-form [data-field="${place.line}"]`)) node.classList.add('invalid');
+    const control = place.control ? $(place.control) : document.querySelector(`[data-field="${place.line}"] input`);
+    if (control instanceof HTMLInputElement || control instanceof HTMLSelectElement) {
+      control.setAttribute('aria-invalid', 'true');
+      control.focus();
+    }
   } else {
     const box = $('form-error');
     box.textContent = error.message ?? 'The key could not be saved.';
@@ -271,8 +427,59 @@ function showError(error) {
  * @param {boolean} disabled
  */
 function setInputsDisabled(disabled) {
-  for (const id of ['key-name', 'key-active', 'key-ips']) /** @type {HTMLInputElement} */ ($(id)).disabled = disabled;
+  for (const id of CONTROLS) /** @type {HTMLInputElement|HTMLSelectElement} */ ($(id)).disabled = disabled;
   if (disabled) for (const box of scopeBoxes()) box.disabled = true;
+}
+
+/** The quota inputs as the form was opened: an edit sends `remaining` and `refill` only when they changed. */
+let openedQuota = { remaining: '', refillAmount: '', refillInterval: '' };
+
+/** @returns {typeof openedQuota} */
+function quotaInputs() {
+  return {
+    remaining: input('key-remaining').value.trim(),
+    refillAmount: input('key-refill-amount').value.trim(),
+    refillInterval: select('key-refill-interval').value,
+  };
+}
+
+/**
+ * Fills the rate limit and quota inputs from a key, or empties them for a new one.
+ * @param {KeyView|null} key
+ */
+function setLimits(key) {
+  const rateLimit = key?.rateLimit ?? null;
+  const refill = key?.refill ?? null;
+  const remaining = key?.remaining ?? null;
+  input('key-rate-limit').value = rateLimit === null ? '' : String(rateLimit.limit);
+  selectDuration(select('key-rate-window'), rateLimit === null ? MINUTE : rateLimit.windowMs);
+  input('key-remaining').value = remaining === null ? '' : String(remaining);
+  input('key-refill-amount').value = refill === null ? '' : String(refill.amount);
+  selectDuration(select('key-refill-interval'), refill === null ? DAY : refill.intervalMs);
+  openedQuota = quotaInputs();
+}
+
+/**
+ * The rate limit and quota fields of a save. An edit leaves out `remaining` unless it was changed,
+ * so saving a key's name does not give back the uses it spent since the form was opened; the same
+ * for `refill`, whose change restarts the refill interval.
+ * @param {boolean} editing
+ */
+function limitFields(editing) {
+  const limit = typedNumber(input('key-rate-limit').value);
+  const amount = typedNumber(input('key-refill-amount').value);
+  /** @type {Record<string, unknown>} */
+  const fields = {
+    rateLimit: limit === null ? null : { limit, windowMs: Number(select('key-rate-window').value) },
+  };
+  const now = quotaInputs();
+  if (!editing || now.remaining !== openedQuota.remaining) fields.remaining = typedNumber(now.remaining);
+  const refillChanged =
+    now.refillAmount !== openedQuota.refillAmount || (now.refillAmount !== '' && now.refillInterval !== openedQuota.refillInterval);
+  if (!editing || refillChanged) {
+    fields.refill = amount === null ? null : { amount, intervalMs: Number(now.refillInterval) };
+  }
+  return fields;
 }
 
 /** @param {FormState} state */
@@ -293,12 +500,14 @@ function openForm(state) {
     active.checked = state.key.active;
     ips.value = state.key.allowedIps.join(',');
     setScopes(state.key.scopes);
+    setLimits(state.key);
   } else {
     $('form-title').textContent = 'Create API key';
     name.value = '';
     active.checked = true;
     ips.value = '';
     setScopes([]);
+    setLimits(null);
   }
   $('key-dialog').hidden = false;
   name.focus();
@@ -320,6 +529,7 @@ async function onSubmit(event) {
     active: /** @type {HTMLInputElement} */ ($('key-active')).checked,
     scopes: selectedScopes(),
     allowedIps: /** @type {HTMLInputElement} */ ($('key-ips')).value,
+    ...limitFields(formState.mode === 'edit'),
   };
   const save = /** @type {HTMLButtonElement} */ ($('form-save'));
   save.disabled = true;
@@ -390,6 +600,9 @@ function renderCurlLines() {
     '# 403: the key lacks Order edit (or the request comes from an address not on its list)',
     `curl -i -X POST -H "Authorization: Bearer $KEYGATE_TOKEN" -H "Content-Type: application/json" \\`,
     `     -d '{"customerId":"cus_1001"}' ${origin}/api/orders`,
+    '',
+    "# 429: over the key's rate limit, or no uses left (Retry-After says when to try again)",
+    `curl -i -H "Authorization: Bearer $KEYGATE_TOKEN" ${origin}/api/orders`,
   ].join('\n');
 }
 
