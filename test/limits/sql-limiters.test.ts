@@ -6,7 +6,8 @@ import { postgresLimiter, postgresLimiterSchema } from '../../adapters/postgres/
 import type { SqlLimiter } from '../../adapters/sql/limiter.js';
 import { sqliteLimiter, sqliteLimiterSchema } from '../../adapters/sqlite/index.js';
 import { limiterContractSuite } from '../../adapters/testing/index.js';
-import { ValidationError } from '../../src/errors.js';
+import { memoryStore } from '../../adapters/memory/index.js';
+import { createKeyManager, ValidationError } from '../../src/index.js';
 import { RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS, type RateLimitBucket, slide, type WindowState } from '../../src/rate-limit.js';
 import { backends, type Connection, randomTable } from './sql-backends.js';
 
@@ -249,6 +250,41 @@ for (const backend of backends()) {
         const limiter = connection.limiter(scripted);
         expect((await limiter.take('k', [bucket], 1, 1000)).allowed).toBe(true);
         expect((await limiter.take('k', [bucket], 1, 1000)).allowed).toBe(false);
+      });
+
+      it('limits a key manager: a key by its own limit, its owner across keys, with the limits described', async () => {
+        const t = Date.UTC(2030, 0, 1) + 250;
+        const keys = createKeyManager({
+          store: memoryStore(),
+          now: () => t,
+          rateLimits: { limiter, default: { limit: 3, windowMs: 1000 }, owner: { limit: 4, windowMs: 1000 } },
+        });
+        const owner = name('acme');
+        const one = await keys.create({ name: 'one', scopes: ['all'], ownerId: owner });
+        const two = await keys.create({ name: 'two', scopes: ['all'], ownerId: owner });
+        for (let i = 0; i < 3; i++) expect((await keys.verify(one.token)).valid, `verify ${i}`).toBe(true);
+        const byKey = await keys.verify(one.token);
+        expect(byKey).toMatchObject({
+          valid: false,
+          code: 'RATE_LIMITED',
+          limits: [
+            { scope: 'key', remaining: 0 },
+            { scope: 'owner', remaining: 1 },
+          ],
+        });
+        expect((await keys.verify(two.token)).valid).toBe(true);
+        const byOwner = await keys.verify(two.token);
+        expect(byOwner).toMatchObject({
+          valid: false,
+          code: 'RATE_LIMITED',
+          limits: [
+            { scope: 'key', limit: 3, remaining: 2 },
+            { scope: 'owner', limit: 4, remaining: 0, resetMs: 750 },
+          ],
+        });
+        expect((await connection.row(table, `k:${two.key.id}`))?.count).toBe(1);
+        expect((await connection.row(table, `o:${owner}`))?.count).toBe(4);
+        await keys.close();
       });
 
       it('refuses bad tables, clients and takes with a ValidationError', async () => {
