@@ -6,6 +6,7 @@ import { ValidationError } from '../../src/errors.js';
 import {
   type LimiterAnswer,
   RATE_LIMIT_MAX,
+  RATE_PRODUCT_MAX,
   RATE_WINDOW_MAX_MS,
   type RateLimitBucket,
   type RateLimiter,
@@ -81,13 +82,13 @@ export interface LimiterValues {
   cost?: number;
   /** How much the previous window weighs in the current one: `windowMs - (now - window * windowMs)`. */
   weight?: number;
-  /** `limit * windowMs`, the double slide() compares with. */
+  /** `limit * windowMs`, what slide() compares with (at most RATE_PRODUCT_MAX). */
   limitWeight?: number;
   now?: number;
 }
 
 type ValueName = keyof LimiterValues;
-type ValueType = 'int' | 'real' | 'bool' | 'hash';
+type ValueType = 'int' | 'bool' | 'hash';
 
 /** A statement's text and, for each of its placeholders in order, the value it binds. */
 export interface LimiterStatement {
@@ -107,12 +108,12 @@ export function bindValues(statement: LimiterStatement, values: LimiterValues, d
 /**
  * Turns a statement written with `{type:name}` markers into the dialect's placeholders, in the
  * order they appear: PostgreSQL numbers each name once (`$1`), MySQL and SQLite repeat `?`. Each
- * placeholder carries a cast, so that every server computes in the types meant (mysql2 sends every
- * number as a DOUBLE, better-sqlite3 as a REAL).
+ * number carries a cast to a 64-bit integer, so that every server computes in integers (mysql2
+ * sends every number as a DOUBLE, better-sqlite3 as a REAL).
  */
 function compile(dialect: Dialect, source: string): LimiterStatement {
   const args: { name: ValueName; type: ValueType }[] = [];
-  const text = source.replace(/\{(int|real|bool|hash):(\w+)\}/g, (_, type: ValueType, name: ValueName) => {
+  const text = source.replace(/\{(int|bool|hash):(\w+)\}/g, (_, type: ValueType, name: ValueName) => {
     let placeholder: string;
     if (dialect.name === 'postgres') {
       let index = args.findIndex((a) => a.name === name);
@@ -132,18 +133,12 @@ function cast(dialect: Dialect, type: ValueType, placeholder: string): string {
   switch (type) {
     case 'int':
       return `CAST(${placeholder} AS ${{ postgres: 'BIGINT', mysql: 'SIGNED', sqlite: 'INTEGER' }[dialect.name]})`;
-    case 'real':
-      return real(dialect, placeholder);
     case 'bool':
       return dialect.name === 'postgres' ? `CAST(${placeholder} AS BOOLEAN)` : placeholder;
     case 'hash':
       // SQLite binds the bytes themselves (its unhex() is recent: 3.41).
       return { postgres: `decode(${placeholder}, 'hex')`, mysql: `UNHEX(${placeholder})`, sqlite: placeholder }[dialect.name];
   }
-}
-
-function real(dialect: Dialect, expression: string): string {
-  return `CAST(${expression} AS ${{ postgres: 'DOUBLE PRECISION', mysql: 'DOUBLE', sqlite: 'REAL' }[dialect.name]})`;
 }
 
 /** The mask of one 30-bit field of the MySQL take's answer: a count never exceeds RATE_LIMIT_MAX < 2^30. */
@@ -153,7 +148,7 @@ const FIELD = 0x3fffffff;
  * slide() on a stored row, as SQL expressions over the row before the take (`old(column)`):
  * the window rolled over to `now`, and whether the take is admitted.
  */
-function slideExpressions(dialect: Dialect, old: (column: string) => string) {
+function slideExpressions(old: (column: string) => string) {
   const live = `${old('window_ms')} = {int:windowMs}`;
   const ahead = `(${live} AND ${old('window_index')} > {int:window})`;
   const same = `(${live} AND ${old('window_index')} >= {int:window})`;
@@ -163,12 +158,9 @@ function slideExpressions(dialect: Dialect, old: (column: string) => string) {
   const previous = `CASE WHEN ${same} THEN ${old('previous_count')} WHEN ${live} AND ${old('window_index')} = {int:previousWindow} THEN ${old('window_count')} ELSE 0 END`;
   // In a window ahead of now nothing has elapsed: the previous window weighs in full.
   const weight = `CASE WHEN ${ahead} THEN {int:windowMs} ELSE {int:weight} END`;
-  // slide() compares `previous * weight + (count + cost) * windowMs <= limit * windowMs` in
-  // JavaScript numbers: IEEE doubles, each product rounded. The same operations on the same
-  // doubles round the same way on every server, so the decision is slide()'s to the bit; in
-  // BIGINT the products would overflow (1e9 requests in 366 days is 3.2e19 > 2^63) and, above
-  // 2^53, decide otherwise than slide().
-  const admitted = `${real(dialect, previous)} * ${real(dialect, weight)} + ${real(dialect, `${count} + {int:cost}`)} * ${real(dialect, '{int:windowMs}')} <= {real:limitWeight}`;
+  // As slide() compares it. With limit * windowMs at most RATE_PRODUCT_MAX (2^51) and cost at most
+  // the limit, every term stays below 2^53: BIGINT computes exactly what JavaScript's doubles do.
+  const admitted = `${previous} * ${weight} + (${count} + {int:cost}) * {int:windowMs} <= {int:limitWeight}`;
   const after = `CASE WHEN ${admitted} THEN ${count} + {int:cost} ELSE ${count} END`;
   return { window, count: after, previous, admitted };
 }
@@ -189,7 +181,7 @@ export function limiterStatements(dialect: Dialect, table: string): LimiterState
   const greatest = dialect.name === 'sqlite' ? 'MAX' : 'GREATEST';
   let take: string;
   if (dialect.name === 'mysql') {
-    const s = slideExpressions(dialect, (column) => column);
+    const s = slideExpressions((column) => column);
     // MySQL and MariaDB have no RETURNING on INSERT … ON DUPLICATE KEY UPDATE. The decision and
     // the state go back in the OK packet instead: LAST_INSERT_ID(expr) sets the insert id the
     // server reports for this statement (and for LAST_INSERT_ID() later in it). 63 bits hold
@@ -202,7 +194,7 @@ export function limiterStatements(dialect: Dialect, table: string): LimiterState
     // MySQL runs SET assignments left to right, each seeing the columns assigned before it
     // (MariaDB may see the old row, with SIMULTANEOUS_ASSIGNMENT): so the first assignment reads
     // only the old row, and the others read the new counts from LAST_INSERT_ID(), or columns not
-    // assigned yet. The fields cannot overflow: limits and costs are at most RATE_LIMIT_MAX < 2^30.
+    // assigned yet. The fields cannot overflow: counts are at most RATE_LIMIT_MAX < 2^30.
     const answer = [
       `(CASE WHEN ${s.admitted} THEN 4611686018427387904 ELSE 0 END)`,
       `(LEAST(${s.window} - {int:window}, 3) << 60)`,
@@ -219,7 +211,7 @@ export function limiterStatements(dialect: Dialect, table: string): LimiterState
       'window_ms = {int:windowMs}',
     ].join('\n');
   } else {
-    const s = slideExpressions(dialect, (column) => `r.${column}`);
+    const s = slideExpressions((column) => `r.${column}`);
     // ON CONFLICT DO UPDATE computes every column from the row before the update.
     take = [
       `INSERT INTO ${t} AS r (bucket, window_ms, window_index, window_count, previous_count, admitted)`,
@@ -286,19 +278,34 @@ function checkInteger(field: string, value: unknown, min: number, max: number): 
   }
 }
 
-/** What one take binds, for each bucket; a ValidationError for values slide() is not meant for. */
-export function takeInputs(buckets: readonly RateLimitBucket[], cost: number, now: number): TakeInput[] {
+/**
+ * What one take binds, for each bucket; a ValidationError for values slide() is not meant for.
+ * A cost above a bucket's limit never passes (slide() refuses it before any product): such a
+ * take is asked with cost 0, which rolls the windows over as the refusal would, and refused.
+ */
+export function takeInputs(
+  buckets: readonly RateLimitBucket[],
+  cost: number,
+  now: number,
+): { inputs: TakeInput[]; cost: number; over: boolean } {
   if (!Array.isArray(buckets)) throw new ValidationError('buckets', 'must be an array of { key, limit, windowMs }');
   checkInteger('cost', cost, 0, RATE_LIMIT_MAX);
   checkInteger('now', now, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  return buckets.map((bucket, i) => {
+  buckets.forEach((bucket, i) => {
     if (typeof bucket?.key !== 'string') throw new ValidationError(`buckets[${i}].key`, 'must be a string');
     checkInteger(`buckets[${i}].limit`, bucket.limit, 1, RATE_LIMIT_MAX);
     checkInteger(`buckets[${i}].windowMs`, bucket.windowMs, 1, RATE_WINDOW_MAX_MS);
+    if (bucket.limit * bucket.windowMs > RATE_PRODUCT_MAX) {
+      throw new ValidationError(`buckets[${i}].limit`, `times windowMs must be at most 2^51, got ${bucket.limit} × ${bucket.windowMs}`);
+    }
+  });
+  const over = buckets.some((b) => cost > b.limit);
+  const asked = over ? 0 : cost;
+  const inputs = buckets.map((bucket) => {
     const { limit, windowMs } = bucket;
     // Exactly as slide() computes them.
     const window = Math.floor(now / windowMs);
-    const fresh = slide(null, limit, windowMs, cost, now);
+    const fresh = slide(null, limit, windowMs, asked, now);
     return {
       bucket,
       fresh,
@@ -310,12 +317,13 @@ export function takeInputs(buckets: readonly RateLimitBucket[], cost: number, no
         nextWindow: window + 1,
         freshCount: fresh.state.count,
         freshAdmitted: fresh.allowed,
-        cost,
+        cost: asked,
         weight: windowMs - Math.max(0, now - window * windowMs),
         limitWeight: limit * windowMs,
       },
     };
   });
+  return { inputs, cost: asked, over };
 }
 
 /** A whole number from a driver (pg returns BIGINT as a string, better-sqlite3 may return a bigint). */
@@ -425,7 +433,15 @@ export class SqlLimiter implements RateLimiter {
   }
 
   async take(_group: string, buckets: readonly RateLimitBucket[], cost: number, now: number): Promise<LimiterAnswer> {
-    const inputs = takeInputs(buckets, cost, now);
+    const asked = takeInputs(buckets, cost, now);
+    const answer = await this.takeAsked(asked.inputs, asked.cost, now);
+    return asked.over ? { allowed: false, states: answer.states } : answer;
+  }
+
+  /** Nothing to release: the client belongs to the caller, who closes it. */
+  async close(): Promise<void> {}
+
+  private async takeAsked(inputs: readonly TakeInput[], cost: number, now: number): Promise<LimiterAnswer> {
     if (inputs.length === 1) {
       const { allowed, state } = await this.driver.takeOne(inputs[0] as TakeInput);
       return { allowed, states: [state] };
@@ -440,9 +456,6 @@ export class SqlLimiter implements RateLimiter {
     }
     return this.compensated(inputs, cost, now);
   }
-
-  /** Nothing to release: the client belongs to the caller, who closes it. */
-  async close(): Promise<void> {}
 
   private async compensated(inputs: readonly TakeInput[], cost: number, now: number): Promise<LimiterAnswer> {
     const results: TakeResult[] = [];

@@ -8,7 +8,14 @@ import { sqliteLimiter, sqliteLimiterSchema } from '../../adapters/sqlite/index.
 import { limiterContractSuite } from '../../adapters/testing/index.js';
 import { memoryStore } from '../../adapters/memory/index.js';
 import { createKeyManager, ValidationError } from '../../src/index.js';
-import { RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS, type RateLimitBucket, slide, type WindowState } from '../../src/rate-limit.js';
+import {
+  RATE_LIMIT_MAX,
+  RATE_PRODUCT_MAX,
+  RATE_WINDOW_MAX_MS,
+  type RateLimitBucket,
+  slide,
+  type WindowState,
+} from '../../src/rate-limit.js';
 import { backends, type Connection, randomTable } from './sql-backends.js';
 
 const schemaOf = { postgres: postgresLimiterSchema, mysql: mysqlLimiterSchema, sqlite: sqliteLimiterSchema };
@@ -149,35 +156,47 @@ for (const backend of backends()) {
         }
       });
 
-      it('decides as slide() at the largest limits and windows, where BIGINT products would overflow or round otherwise', async () => {
-        // The largest window and limit: limit * windowMs = 3.2e19 > 2^63.
-        const big = { key: name('k:big'), limit: RATE_LIMIT_MAX, windowMs: RATE_WINDOW_MAX_MS };
-        const next = sequence(5);
-        let state: WindowState | null = null;
-        let now = Date.UTC(2030, 0, 1);
-        for (let i = 0; i < 60; i++) {
-          now += next(3) === 0 ? next(100) * (RATE_WINDOW_MAX_MS / 50) : next(1000);
-          const cost = [0, 1, RATE_LIMIT_MAX / 4, RATE_LIMIT_MAX / 2, RATE_LIMIT_MAX][next(5)] as number;
-          const want = slide(state, big.limit, big.windowMs, cost, now);
-          expect(await limiter.take(big.key, [big], cost, now), `take ${i}`).toEqual({ allowed: want.allowed, states: [want.state] });
-          state = want.state;
+      it('decides as slide() at the largest limits and windows, and refuses a cost above a limit without counting it', async () => {
+        // limit × windowMs at RATE_PRODUCT_MAX (2^51), with the largest limit and with the largest window.
+        for (const [limit, windowMs] of [
+          [RATE_LIMIT_MAX, Math.floor(RATE_PRODUCT_MAX / RATE_LIMIT_MAX)],
+          [Math.floor(RATE_PRODUCT_MAX / RATE_WINDOW_MAX_MS), RATE_WINDOW_MAX_MS],
+        ] as const) {
+          const bucket = { key: name('k:big'), limit, windowMs };
+          const next = sequence(5);
+          let state: WindowState | null = null;
+          let now = Date.UTC(2030, 0, 1);
+          for (let i = 0; i < 80; i++) {
+            now += next(3) === 0 ? next(100) * Math.floor(windowMs / 50) : next(1000);
+            // Costs up to the limit, and above it up to the largest cost a verify takes.
+            const cost = [0, 1, Math.floor(limit / 4), Math.floor(limit / 2), limit, Math.min(limit + 1, RATE_LIMIT_MAX), RATE_LIMIT_MAX][next(7)] as number;
+            const want = slide(state, limit, windowMs, cost, now);
+            const got = await limiter.take(bucket.key, [bucket], cost, now);
+            expect(got, `take ${i} (cost ${cost}, limit ${limit}, window ${windowMs})`).toEqual({
+              allowed: want.allowed,
+              states: [want.state],
+            });
+            state = want.state;
+          }
+          expect((await connection.row(table, bucket.key))?.count).toBe(state?.count);
         }
-        // Above 2^53 slide() rounds: here previous * weight (1) vanishes beside (count + cost) * windowMs,
-        // so slide() admits a take that exact integers would refuse by one unit.
-        const windowMs = 2 ** 33 + 1;
-        const edge = { key: name('k:edge'), limit: RATE_LIMIT_MAX, windowMs };
-        const start = (Math.floor(Date.UTC(2030, 0, 1) / windowMs) + 1) * windowMs;
-        const first = slide(null, edge.limit, windowMs, 1, start);
-        const last = slide(first.state, edge.limit, windowMs, RATE_LIMIT_MAX, start + 2 * windowMs - 1);
-        expect(last.allowed).toBe(true);
-        expect(
-          BigInt(last.state.previous) * 1n + BigInt(RATE_LIMIT_MAX) * BigInt(windowMs) > BigInt(RATE_LIMIT_MAX) * BigInt(windowMs),
-        ).toBe(true);
-        expect(await limiter.take(edge.key, [edge], 1, start)).toEqual({ allowed: true, states: [first.state] });
-        expect(await limiter.take(edge.key, [edge], RATE_LIMIT_MAX, start + 2 * windowMs - 1)).toEqual({
-          allowed: true,
-          states: [last.state],
+        // Two buckets, a cost above the second one's limit: refused, neither counts it.
+        const key = { key: name('k:over'), limit: 5, windowMs: 1000 };
+        const owner = { key: name('o:over'), limit: 3, windowMs: 1000 };
+        const at = Date.UTC(2030, 0, 1);
+        expect((await limiter.take(key.key, [key, owner], 1, at)).allowed).toBe(true);
+        expect(await limiter.take(key.key, [key, owner], 4, at)).toEqual({
+          allowed: false,
+          states: [
+            { window: at / 1000, count: 1, previous: 0 },
+            { window: at / 1000, count: 1, previous: 0 },
+          ],
         });
+        expect((await connection.row(table, key.key))?.count).toBe(1);
+        // A limit × windowMs above 2^51 is refused before any statement.
+        await expect(
+          limiter.take('k', [{ key: name('k:huge'), limit: RATE_LIMIT_MAX, windowMs: RATE_WINDOW_MAX_MS }], 1, at),
+        ).rejects.toThrow(ValidationError);
       });
 
       it('writes no count for a refused take: only the window rolls over', async () => {
