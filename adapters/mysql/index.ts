@@ -75,3 +75,8 @@ export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlSt
 export function mysqlSchema(options: MysqlStoreOptions = {}): string {
   return schemaScript(mysqlDialect, options.table);
 }
+
+// Rate-limit counters in MySQL / MariaDB (keygate/mysql).
+export { mysqlLimiter, mysqlLimiterSchema } from './limiter.js';
+export type { MysqlLimiterOptions } from './limiter.js';
+export type { SqlLimiter, SqlLimiterOptions } from '../sql/limiter.js';

@@ -89,3 +89,8 @@ export function postgresStore(client: PostgresQueryable, options: PostgresStoreO
 export function postgresSchema(options: PostgresStoreOptions = {}): string {
   return schemaScript(postgresDialect, options.table);
 }
+
+// Rate-limit counters in PostgreSQL (keygate/postgres).
+export { postgresLimiter, postgresLimiterSchema } from './limiter.js';
+export type { PostgresLimiterOptions } from './limiter.js';
+export type { SqlLimiter, SqlLimiterOptions } from '../sql/limiter.js';

@@ -209,3 +209,8 @@ function lockWaiter(db: SqliteDatabase): { run<T>(kind: StepKind, step: () => T)
 export function sqliteSchema(options: SqliteStoreOptions = {}): string {
   return schemaScript(sqliteDialect, options.table);
 }
+
+// Rate-limit counters in SQLite (keygate/sqlite).
+export { sqliteLimiter, sqliteLimiterSchema } from './limiter.js';
+export type { SqliteLimiterOptions } from './limiter.js';
+export type { SqlLimiter, SqlLimiterOptions } from '../sql/limiter.js';
