@@ -354,8 +354,11 @@ async function spend(
   const owner = record.ownerId !== null && limits.owner !== null ? limits.owner(record.ownerId) : null;
   if (own !== null || owner !== null) {
     const buckets: Array<RateLimitBucket & { scope: RateLimitStatus['scope'] }> = [];
-    if (own !== null) buckets.push({ key: `k:${record.id}`, limit: own.limit, windowMs: own.windowMs, scope: 'key' });
-    if (owner !== null) buckets.push({ key: `o:${record.ownerId}`, limit: owner.limit, windowMs: owner.windowMs, scope: 'owner' });
+    // The window is part of a counter's name: a new window starts a new count (a new limit keeps it).
+    if (own !== null) buckets.push({ key: `k:${own.windowMs}:${record.id}`, limit: own.limit, windowMs: own.windowMs, scope: 'key' });
+    if (owner !== null) {
+      buckets.push({ key: `o:${owner.windowMs}:${record.ownerId}`, limit: owner.limit, windowMs: owner.windowMs, scope: 'owner' });
+    }
     const group = owner !== null ? `o:${record.ownerId}` : `k:${record.id}`;
     limits.limiter ??= memoryLimiter();
     const limiter = limits.limiter;

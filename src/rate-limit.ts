@@ -206,13 +206,16 @@ export function memoryLimiter(options: MemoryLimiterOptions = {}): RateLimiter &
   return {
     [IN_PROCESS]: true,
     take(_group, buckets, cost, now) {
-      const taken = buckets.map((b) => slide(counters.get(b.key)?.state ?? null, b.limit, b.windowMs, cost, now));
+      // A counter kept for another window length counts windows of another size: start afresh.
+      const stored = (b: RateLimitBucket): WindowState | null => {
+        const entry = counters.get(b.key);
+        return entry !== undefined && entry.windowMs === b.windowMs ? entry.state : null;
+      };
+      const taken = buckets.map((b) => slide(stored(b), b.limit, b.windowMs, cost, now));
       const allowed = taken.every((t) => t.allowed);
       const states = buckets.map((b, i) => {
         // Refused by any bucket: none counts it (cost 0 only rolls the window over).
-        const state = allowed
-          ? (taken[i] as { state: WindowState }).state
-          : slide(counters.get(b.key)?.state ?? null, b.limit, b.windowMs, 0, now).state;
+        const state = allowed ? (taken[i] as { state: WindowState }).state : slide(stored(b), b.limit, b.windowMs, 0, now).state;
         if (!counters.delete(b.key) && counters.size >= max) sweep(now);
         counters.set(b.key, { state, windowMs: b.windowMs });
         return state;

@@ -67,6 +67,21 @@ describe('rate limit of a key', () => {
     expect((await keys.verify(token)).valid).toBe(true);
   });
 
+  it('keeps the count through a new limit, and starts afresh with a new window', async () => {
+    const { keys } = setup();
+    const { key, token } = await keys.create({ name: 'edited', scopes: ['all'], rateLimit: { limit: 2, windowMs: 1000 } });
+    await keys.verify(token);
+    await keys.verify(token);
+    expect(refusal(await keys.verify(token)).code).toBe('RATE_LIMITED');
+    await keys.update(key.id, { rateLimit: { limit: 3, windowMs: 1000 } });
+    expect((await keys.verify(token)).valid).toBe(true);
+    expect(refusal(await keys.verify(token)).code).toBe('RATE_LIMITED');
+    // Counted in windows of another length, the old count means nothing: a window of a minute starts at zero.
+    await keys.update(key.id, { rateLimit: { limit: 3, windowMs: 60_000 } });
+    for (let i = 0; i < 3; i++) expect((await keys.verify(token)).valid).toBe(true);
+    expect(refusal(await keys.verify(token)).code).toBe('RATE_LIMITED');
+  });
+
   it('applies the manager default to keys without a limit of their own, and a key limit over it', async () => {
     const { keys } = setup({ rateLimits: { default: { limit: 1, windowMs: 60_000 } } });
     const { token: plain } = await keys.create({ name: 'plain', scopes: ['all'] });
