@@ -22,6 +22,7 @@ const only = args
 const CASES = [
   { name: 'verify-memory', title: 'Verify on MemoryStore against the limit', execArgv: ['--expose-gc'] },
   { name: 'stores', title: 'Verify on SQL and Redis stores, without and with the cache' },
+  { name: 'rate-limits', title: 'Rate limits and quotas: what they add to a verify' },
   { name: 'failure-timing', title: 'Refusing unknown, inactive and rotated-out tokens: the time a client could compare' },
   { name: 'peer', title: "better-auth's api-key plugin" },
   { name: 'http', title: 'HTTP guards' },

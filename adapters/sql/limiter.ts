@@ -59,7 +59,12 @@ export function limiterSchemaStatements(dialect: Dialect, tableName: string = DE
     mysql: ' ENGINE=InnoDB',
     sqlite: ' WITHOUT ROWID',
   }[dialect.name];
-  return [`CREATE TABLE IF NOT EXISTS ${table} (\n  ${columns.join(',\n  ')}\n)${options}`];
+  // PostgreSQL: UNLOGGED, no write-ahead log, so a take commits without waiting for a disk flush
+  // (a row lock is held that much shorter; the counters of one hot key are taken several times
+  // faster). A crash empties the table: limits restart from zero, as after a restart of the
+  // in-process limiter. Counters are not worth a flush per request.
+  const create = dialect.name === 'postgres' ? 'CREATE UNLOGGED TABLE' : 'CREATE TABLE';
+  return [`${create} IF NOT EXISTS ${table} (\n  ${columns.join(',\n  ')}\n)${options}`];
 }
 
 /** The counters table as one SQL script, for migration tools. */

@@ -253,12 +253,21 @@ describe('B2B store example: rate limits and usage quotas', () => {
     expect(key).toMatchObject({ rateLimit: { limit: 2, windowMs: 60_000 }, remaining: null, refill: null });
     expect(await listed(id)).toMatchObject({ rateLimit: { limit: 2, windowMs: 60_000 }, remaining: null, refill: null });
 
-    await shop(token).expect(200);
-    await shop(token).expect(200);
+    const first = await shop(token).expect(200);
+    expect(first.headers['ratelimit-policy']).toBe('"key";q=2;w=60');
+    expect(first.headers.ratelimit).toMatch(/^"key";r=1;t=\d+$/);
+    const second = await shop(token).expect(200);
+    expect(second.headers.ratelimit).toMatch(/^"key";r=0;t=\d+$/);
     const third = await shop(token);
     expect(third.status).toBe(429);
     expect(third.body.error.code).toBe('rate_limited');
     expect(typeof third.body.error.message).toBe('string');
+    expect(third.headers['ratelimit-policy']).toBe('"key";q=2;w=60');
+    // The wait runs to the end of this minute and, the sliding window being full, up to 30 s more.
+    const wait = Number(third.headers['retry-after']);
+    expect(wait).toBeGreaterThanOrEqual(1);
+    expect(wait).toBeLessThanOrEqual(90);
+    expect(third.headers.ratelimit).toBe(`"key";r=0;t=${wait}`);
   });
 
   it('a key made with 1 use passes once, then is refused (429 usage_exceeded); the list shows 0 left', async () => {
@@ -268,6 +277,8 @@ describe('B2B store example: rate limits and usage quotas', () => {
     const second = await shop(token);
     expect(second.status).toBe(429);
     expect(second.body.error.code).toBe('usage_exceeded');
+    // No refill: no time at which it would pass.
+    expect(second.headers['retry-after']).toBeUndefined();
     expect((await listed(id))?.remaining).toBe(0);
   });
 

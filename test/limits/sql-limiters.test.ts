@@ -169,7 +169,9 @@ for (const backend of backends()) {
           for (let i = 0; i < 80; i++) {
             now += next(3) === 0 ? next(100) * Math.floor(windowMs / 50) : next(1000);
             // Costs up to the limit, and above it up to the largest cost a verify takes.
-            const cost = [0, 1, Math.floor(limit / 4), Math.floor(limit / 2), limit, Math.min(limit + 1, RATE_LIMIT_MAX), RATE_LIMIT_MAX][next(7)] as number;
+            const cost = [0, 1, Math.floor(limit / 4), Math.floor(limit / 2), limit, Math.min(limit + 1, RATE_LIMIT_MAX), RATE_LIMIT_MAX][
+              next(7)
+            ] as number;
             const want = slide(state, limit, windowMs, cost, now);
             const got = await limiter.take(bucket.key, [bucket], cost, now);
             expect(got, `take ${i} (cost ${cost}, limit ${limit}, window ${windowMs})`).toEqual({
