@@ -211,9 +211,9 @@ const FORBIDDEN: ReadonlySet<VerifyFailureCode> = new Set(['INSUFFICIENT_SCOPE',
 const migrate: Command = {
   name: 'migrate',
   args: [],
-  summary: 'create the keys table and its indexes (SQL stores); Redis needs none',
+  summary: 'create the keys table and its indexes, or add what an older one lacks (SQL stores); Redis needs none',
   description:
-    "Runs the store's own migration: CREATE TABLE / INDEX IF NOT EXISTS, so running it again is harmless. A SQLite file is created if missing. Redis keeps keys as they are written and needs no migration. With --print, prints the SQL for your own migration tool instead, without connecting.",
+    "Runs the store's own migration: CREATE TABLE / INDEX IF NOT EXISTS, and ADD COLUMN for the columns a table created by an earlier keygate lacks, so running it again is harmless. A SQLite file is created if missing. Redis keeps keys as they are written and needs no migration. With --print, prints the SQL that creates the table for your own migration tool instead, without connecting.",
   options: { print: { type: 'boolean', help: 'print the SQL instead of running it (no connection, no driver needed)' } },
   async run(ctx) {
     noArguments(ctx);

@@ -1,9 +1,19 @@
 // keygate/mysql: the SQL key store over your own mysql2 pool, for MySQL 8 and MariaDB.
 
-import { assertClient, mysqlDialect, schemaScript, SqlStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
+import {
+  assertClient,
+  mysqlDialect,
+  schemaScript,
+  SqlStore,
+  upgradeScript,
+  type SqlRow,
+  type SqlSchemaOptions,
+  type SqlStoreOptions,
+  type SqlValue,
+} from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
+export type { SqlSchemaOptions, SqlStore, SqlStoreOptions } from '../sql/index.js';
 
 /** The part of a `mysql2/promise` pool (or connection) the store uses. */
 export interface MysqlPool {
@@ -22,6 +32,8 @@ export type MysqlStoreOptions = SqlStoreOptions;
 interface ResultHeader {
   affectedRows?: number;
   info?: string;
+  /** A number, or a string where it is beyond 2^53 (negative beyond 2^63: mysql2 reads it signed). */
+  insertId?: number | string;
 }
 
 /** Rows an UPDATE matched, whether or not the pool was created with the FOUND_ROWS flag. */
@@ -58,7 +70,10 @@ export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlSt
       async query(text, values) {
         const [result] = await client.execute(text, values);
         if (Array.isArray(result)) return { rows: result as SqlRow[], count: result.length };
-        return { rows: [], count: matchedRows(result as ResultHeader) };
+        const header = result as ResultHeader;
+        const id = header.insertId;
+        const lastInsertId = typeof id === 'number' || typeof id === 'string' ? BigInt.asUintN(64, BigInt(id)) : undefined;
+        return { rows: [], count: matchedRows(header), lastInsertId };
       },
       async execute(statements) {
         for (const statement of statements) await client.query(statement);
@@ -70,9 +85,12 @@ export function mysqlStore(pool: MysqlPool | MysqlCallbackPool, options: MysqlSt
 
 /**
  * The SQL that creates the keys table (with its indexes) on MySQL 8 / MariaDB, for your
- * migration tool. Timestamps are BIGINT milliseconds since 1970 (UTC).
+ * migration tool. Timestamps are BIGINT milliseconds since 1970 (UTC). With `upgrade: true`, the
+ * ALTER TABLE that adds to a table created by an earlier keygate the columns it lacks; MySQL 8 has
+ * no ADD COLUMN IF NOT EXISTS, so run it once, as a migration (`migrate()` checks the columns first).
  */
-export function mysqlSchema(options: MysqlStoreOptions = {}): string {
+export function mysqlSchema(options: MysqlStoreOptions & SqlSchemaOptions = {}): string {
+  if (options.upgrade === true) return upgradeScript(mysqlDialect, options.table);
   return schemaScript(mysqlDialect, options.table);
 }
 

@@ -2,10 +2,20 @@
 
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../../src/errors.js';
-import { assertClient, postgresDialect, schemaScript, SqlStore, type SqlRow, type SqlStoreOptions, type SqlValue } from '../sql/index.js';
+import {
+  assertClient,
+  postgresDialect,
+  schemaScript,
+  SqlStore,
+  upgradeScript,
+  type SqlRow,
+  type SqlSchemaOptions,
+  type SqlStoreOptions,
+  type SqlValue,
+} from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
+export type { SqlSchemaOptions, SqlStore, SqlStoreOptions } from '../sql/index.js';
 export { postgresInvalidation } from './invalidation.js';
 export type { PostgresInvalidationOptions, PostgresListenClient, PostgresNotification, PostgresPool } from './invalidation.js';
 
@@ -81,12 +91,16 @@ export function postgresStore(client: PostgresQueryable, options: PostgresStoreO
 
 /**
  * The SQL that creates the keys table and its indexes on PostgreSQL, for your migration tool.
- * Timestamps are BIGINT milliseconds since 1970 (UTC); scopes, allowed addresses and metadata are JSON text.
+ * Timestamps are BIGINT milliseconds since 1970 (UTC); scopes, allowed addresses, metadata, rate
+ * limits and refills are JSON text. With `upgrade: true`, the SQL that adds to a table created by
+ * an earlier keygate the columns it lacks (ADD COLUMN IF NOT EXISTS: harmless to run again).
  *
  * @example
  * fs.writeFileSync('migrations/001_api_keys.sql', postgresSchema({ table: 'api_keys' }))
+ * fs.writeFileSync('migrations/002_api_keys_quotas.sql', postgresSchema({ table: 'api_keys', upgrade: true }))
  */
-export function postgresSchema(options: PostgresStoreOptions = {}): string {
+export function postgresSchema(options: PostgresStoreOptions & SqlSchemaOptions = {}): string {
+  if (options.upgrade === true) return upgradeScript(postgresDialect, options.table);
   return schemaScript(postgresDialect, options.table);
 }
 

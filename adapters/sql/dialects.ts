@@ -17,6 +17,8 @@ export interface Dialect {
   readonly name: DialectName;
   /** The placeholder of the n-th (1-based) bound value. */
   param(n: number): string;
+  /** Whether a placeholder names its value by number (`$1`), so that one value can serve several places. */
+  readonly numberedParams: boolean;
   /** A validated identifier, quoted (a `schema.table` name is quoted part by part). */
   quote(identifier: string): string;
   /** Column types. Timestamps are whole milliseconds since 1970 (UTC) in a 64-bit integer everywhere. */
@@ -52,6 +54,18 @@ export interface Dialect {
   after(bind: Bind, createdAt: number, id: string): string;
   /** A bound timestamp where the server cannot infer its type (inside CASE). */
   time(placeholder: string): string;
+  /**
+   * A bound whole number as a 64-bit integer, for arithmetic: drivers send JavaScript numbers as
+   * floating point (mysql2 as DOUBLE, better-sqlite3 as REAL), where `/` would not be integer division.
+   */
+  integer(placeholder: string): string;
+  /** Integer division of two positive integers, rounded down. */
+  div(dividend: string, divisor: string): string;
+  /**
+   * Whether an UPDATE can give back the row it wrote (`RETURNING`). Without it (MySQL, MariaDB), the
+   * spend statement hands its result back through `LAST_INSERT_ID(expr)`.
+   */
+  readonly returning: boolean;
   /** The value bound for a boolean. */
   encodeBoolean(value: boolean): boolean | number;
   decodeBoolean(value: unknown): boolean;
@@ -59,6 +73,16 @@ export interface Dialect {
   decodeText(value: unknown): string;
   /** Whether the driver error is a unique-constraint violation (duplicate id or digest). */
   isUniqueViolation(error: unknown): boolean;
+  /** Whether the driver error says a statement named a column the table does not have. */
+  isUndefinedColumn(error: unknown): boolean;
+  /** Whether the driver error says a column being added exists already (a concurrent migration added it). */
+  isDuplicateColumn(error: unknown): boolean;
+  /** The statement that lists the table's columns (one row per column, in `name`); no rows when there is no table. */
+  columnsQuery(table: string): { text: string; values: SqlValue[] };
+  /** Whether ALTER TABLE takes ADD COLUMN IF NOT EXISTS (PostgreSQL, MariaDB; not MySQL 8, not SQLite). */
+  readonly addColumnIfNotExists: boolean;
+  /** Whether one ALTER TABLE may add several columns (not on SQLite). */
+  readonly addColumnsTogether: boolean;
   /** The longest identifier the server accepts. */
   readonly maxIdentifierLength: number;
 }
@@ -72,6 +96,12 @@ export function isIdentifier(name: string): boolean {
 
 function errorField(error: unknown, field: string): unknown {
   return error !== null && typeof error === 'object' ? (error as Record<string, unknown>)[field] : undefined;
+}
+
+/** Whether a better-sqlite3 error is a SQLITE_ERROR whose message matches `pattern`. */
+function sqliteError(error: unknown, pattern: RegExp): boolean {
+  const message = errorField(error, 'message');
+  return errorField(error, 'code') === 'SQLITE_ERROR' && typeof message === 'string' && pattern.test(message);
 }
 
 function decodeBooleanNumber(value: unknown): boolean {
@@ -88,6 +118,7 @@ function decodeString(value: unknown): string {
 export const postgresDialect: Dialect = {
   name: 'postgres',
   param: (n) => `$${n}`,
+  numberedParams: true,
   quote: (identifier) =>
     identifier
       .split('.')
@@ -113,10 +144,23 @@ export const postgresDialect: Dialect = {
   migrationPrelude: (table) => [`SELECT pg_advisory_xact_lock(hashtext('keygate:migrate:${table}'))`],
   after: (bind, createdAt, id) => `(created_at, id) > (${bind(createdAt)}, ${bind(id)})`,
   time: (placeholder) => `CAST(${placeholder} AS BIGINT)`,
+  integer: (placeholder) => `CAST(${placeholder} AS BIGINT)`,
+  div: (dividend, divisor) => `(${dividend}) / ${divisor}`,
+  returning: true,
   encodeBoolean: (value) => value,
   decodeBoolean: (value) => value === true,
   decodeText: decodeString,
   isUniqueViolation: (error) => errorField(error, 'code') === '23505',
+  // undefined_column, duplicate_column
+  isUndefinedColumn: (error) => errorField(error, 'code') === '42703',
+  isDuplicateColumn: (error) => errorField(error, 'code') === '42701',
+  // to_regclass resolves the name as the store's statements do (search_path, or the given schema).
+  columnsQuery: (table) => ({
+    text: 'SELECT attname AS name FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped',
+    values: [postgresDialect.quote(table)],
+  }),
+  addColumnIfNotExists: true,
+  addColumnsTogether: true,
   maxIdentifierLength: 63,
 };
 
@@ -124,6 +168,7 @@ export const postgresDialect: Dialect = {
 export const mysqlDialect: Dialect = {
   name: 'mysql',
   param: () => '?',
+  numberedParams: false,
   quote: (identifier) => `\`${identifier}\``,
   types: {
     // Binary strings compare exactly: the utf8mb4 collations ignore case or trailing spaces.
@@ -145,18 +190,32 @@ export const mysqlDialect: Dialect = {
   // Row-value comparisons are not range-optimised by every MySQL/MariaDB version; this form is.
   after: (bind, createdAt, id) => `(created_at > ${bind(createdAt)} OR (created_at = ${bind(createdAt)} AND id > ${bind(id)}))`,
   time: (placeholder) => placeholder,
+  integer: (placeholder) => `CAST(${placeholder} AS SIGNED)`,
+  div: (dividend, divisor) => `(${dividend}) DIV ${divisor}`,
+  returning: false,
   encodeBoolean: (value) => (value ? 1 : 0),
   decodeBoolean: decodeBooleanNumber,
   decodeText: decodeString,
   // ER_DUP_ENTRY
   isUniqueViolation: (error) => errorField(error, 'errno') === 1062 || errorField(error, 'code') === 'ER_DUP_ENTRY',
+  // ER_BAD_FIELD_ERROR, ER_DUP_FIELDNAME
+  isUndefinedColumn: (error) => errorField(error, 'errno') === 1054 || errorField(error, 'code') === 'ER_BAD_FIELD_ERROR',
+  isDuplicateColumn: (error) => errorField(error, 'errno') === 1060 || errorField(error, 'code') === 'ER_DUP_FIELDNAME',
+  columnsQuery: (table) => ({
+    text: 'SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?',
+    values: [table],
+  }),
+  // MariaDB has ADD COLUMN IF NOT EXISTS, MySQL 8 has not: migrate() reads the columns first.
+  addColumnIfNotExists: false,
+  addColumnsTogether: true,
   maxIdentifierLength: 64,
 };
 
-/** SQLite as bundled with better-sqlite3 11 and 12. */
+/** SQLite as bundled with better-sqlite3 11, 12 and 13. */
 export const sqliteDialect: Dialect = {
   name: 'sqlite',
   param: () => '?',
+  numberedParams: false,
   quote: (identifier) => `"${identifier}"`,
   types: {
     id: 'TEXT',
@@ -176,6 +235,10 @@ export const sqliteDialect: Dialect = {
   migrationPrelude: () => [],
   after: (bind, createdAt, id) => `(created_at, id) > (${bind(createdAt)}, ${bind(id)})`,
   time: (placeholder) => placeholder,
+  integer: (placeholder) => `CAST(${placeholder} AS INTEGER)`,
+  div: (dividend, divisor) => `(${dividend}) / ${divisor}`,
+  // RETURNING since SQLite 3.35; better-sqlite3 11 bundles 3.45 or later.
+  returning: true,
   encodeBoolean: (value) => (value ? 1 : 0),
   decodeBoolean: decodeBooleanNumber,
   decodeText: decodeString,
@@ -183,6 +246,12 @@ export const sqliteDialect: Dialect = {
     const code = errorField(error, 'code');
     return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
   },
+  // SQLite gives these the generic SQLITE_ERROR code: only the message tells them apart.
+  isUndefinedColumn: (error) => sqliteError(error, /^(no such column: |table \S+ has no column named )/),
+  isDuplicateColumn: (error) => sqliteError(error, /^duplicate column name: /),
+  columnsQuery: (table) => ({ text: 'SELECT name FROM pragma_table_info(?)', values: [table] }),
+  addColumnIfNotExists: false,
+  addColumnsTogether: false,
   maxIdentifierLength: 1000,
 };
 

@@ -1,15 +1,29 @@
 // keygate/sqlite: the SQL key store over your own better-sqlite3 Database.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assertClient, schemaScript, sqliteDialect, SqlStore, type SqlRow, type SqlStoreOptions } from '../sql/index.js';
+import {
+  assertClient,
+  schemaScript,
+  sqliteDialect,
+  SqlStore,
+  upgradeScript,
+  type SqlRow,
+  type SqlSchemaOptions,
+  type SqlStoreOptions,
+} from '../sql/index.js';
 
 export { SqlKeyStore } from '../sql/index.js';
-export type { SqlStore, SqlStoreOptions } from '../sql/index.js';
+export type { SqlSchemaOptions, SqlStore, SqlStoreOptions } from '../sql/index.js';
 
 /** The part of a better-sqlite3 statement the store uses. */
 export interface SqliteStatement {
-  /** Whether the statement returns rows. */
+  /** Whether the statement returns rows (a SELECT, or a write with RETURNING). */
   readonly reader: boolean;
+  /**
+   * Whether the statement only reads (better-sqlite3's `readonly`). An UPDATE … RETURNING is a
+   * reader that writes: without this the store tells writes by their text.
+   */
+  readonly readonly?: boolean;
   all(...params: unknown[]): unknown[];
   run(...params: unknown[]): { changes: number | bigint };
 }
@@ -96,7 +110,7 @@ export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}
     {
       query(text, values, bookkeeping) {
         const statement = prepare(text);
-        return locks.run(bookkeeping === true ? 'bookkeeping' : statement.reader ? 'read' : 'write', () => {
+        return locks.run(bookkeeping === true ? 'bookkeeping' : readsOnly(statement, text) ? 'read' : 'write', () => {
           if (statement.reader) return { rows: statement.all(...values) as SqlRow[], count: 0 };
           return { rows: [], count: Number(statement.run(...values).changes) };
         });
@@ -116,6 +130,12 @@ export function sqliteStore(db: SqliteDatabase, options: SqliteStoreOptions = {}
     },
     options,
   );
+}
+
+/** Whether a statement only reads: better-sqlite3 says so; for a wrapper that does not, a SELECT that is a reader. */
+function readsOnly(statement: SqliteStatement, text: string): boolean {
+  if (typeof statement.readonly === 'boolean') return statement.readonly;
+  return statement.reader && /^\s*SELECT\b/i.test(text);
 }
 
 /** What a step does: reads (which never wait in WAL mode), writes, or the last-used write (which waits least). */
@@ -205,8 +225,13 @@ function lockWaiter(db: SqliteDatabase): { run<T>(kind: StepKind, step: () => T)
   };
 }
 
-/** The SQL that creates the keys table and its indexes on SQLite, for your migration tool. */
-export function sqliteSchema(options: SqliteStoreOptions = {}): string {
+/**
+ * The SQL that creates the keys table and its indexes on SQLite, for your migration tool. With
+ * `upgrade: true`, the ALTER TABLE statements that add to a table created by an earlier keygate
+ * the columns it lacks (one per column; SQLite has no ADD COLUMN IF NOT EXISTS, so run them once).
+ */
+export function sqliteSchema(options: SqliteStoreOptions & SqlSchemaOptions = {}): string {
+  if (options.upgrade === true) return upgradeScript(sqliteDialect, options.table);
   return schemaScript(sqliteDialect, options.table);
 }
 

@@ -157,6 +157,36 @@ describe.skipIf(!url)('PostgreSQL', () => {
       expect(() => postgresStore(pool, { preparedStatements: 'yes' as unknown as boolean })).toThrow(/preparedStatements/);
     });
 
+    it('sends spend and both updates as named prepared statements, one name per text', async () => {
+      const table = randomTable();
+      const sent: Array<{ name: string | undefined; text: string }> = [];
+      const recording: PostgresQueryable = { query: (config) => (sent.push({ name: config.name, text: config.text }), pool.query(config)) };
+      const store = postgresStore(recording, { table });
+      try {
+        await store.migrate();
+        const keys = createKeyManager({ store });
+        const { key, token } = await keys.create({ name: 'metered', scopes: ['all'], remaining: 5 });
+        sent.length = 0;
+        for (let i = 0; i < 3; i++) expect((await keys.verify(token)).valid).toBe(true);
+        await keys.update(key.id, { name: 'renamed' });
+        await keys.update(key.id, { remaining: 9 });
+        const spends = sent.filter((s) => /^UPDATE .* RETURNING remaining, refilled_at$/.test(s.text));
+        expect(spends).toHaveLength(3);
+        expect(new Set(spends.map((s) => s.name)).size).toBe(1);
+        expect(spends[0]?.name).toMatch(/^keygate_[0-9a-f]{24}$/);
+        const updates = sent.filter((s) => /^UPDATE .* AND version = \$\d+$/.test(s.text));
+        expect(updates).toHaveLength(2);
+        expect(updates[0]?.text).not.toMatch(/remaining/);
+        expect(updates[1]?.text).toMatch(/remaining = /);
+        expect(new Set(updates.map((u) => u.name)).size).toBe(2);
+        expect(sent.every((s) => typeof s.name === 'string' && /^keygate_[0-9a-f]{24}$/.test(s.name))).toBe(true);
+        expect((await keys.get(key.id))?.remaining).toBe(9);
+        await keys.close();
+      } finally {
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+      }
+    });
+
     it('says what to pass when given a connection string', () => {
       const attempt = () => postgresStore(url as unknown as PostgresQueryable);
       expect(attempt).toThrow(ValidationError);

@@ -2,7 +2,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlStore } from '../../adapters/sql/index.js';
-import { createKeyManager, type KeyRecord } from '../../src/index.js';
+import { createKeyManager, spendQuota, type KeyRecord, type QuotaRefill } from '../../src/index.js';
 import { sampleRecord } from '../../adapters/testing/records.js';
 
 /** How a SQL store's test file gives the shared checks access to its database. */
@@ -212,6 +212,127 @@ export function describeSqlStore(name: string, makeHarness: () => Promise<SqlHar
         expect(plan).toMatch(/__(ownerless|owner_created)\b/);
         expect(plan).not.toMatch(/sort|temp b-tree/i);
       }
+    });
+
+    it('spend takes the uses in one statement; a refusal reads once more, and writes only a refill that is due', async () => {
+      const t = table();
+      const { store, statements, last } = harness.open(t);
+      await store.migrate();
+      const at = Date.UTC(2030, 0, 1);
+      await store.insert(record('q1', { remaining: 2 }));
+      let before = statements();
+      expect(await store.spend('q1', 1, null, at)).toEqual({ spent: true, remaining: 1, refilledAt: null });
+      expect(statements() - before).toBe(1);
+      expect(last().text).toMatch(/^UPDATE /);
+      before = statements();
+      expect(await store.spend('q1', 5, null, at)).toEqual({ spent: false, remaining: 1, refilledAt: null });
+      expect(statements() - before).toBe(2);
+      expect(last().text).toMatch(/^SELECT /);
+      expect(await store.spend('missing', 1, null, at)).toBeNull();
+
+      // Refused even after its refill (5 > 3): the refill is still written, as spendQuota() computes it.
+      const refill = { amount: 3, intervalMs: 1000 };
+      await store.insert(record('q2', { remaining: 0, refill, refilledAt: new Date(at) }));
+      before = statements();
+      expect(await store.spend('q2', 5, refill, at + 2500)).toEqual({ spent: false, remaining: 3, refilledAt: new Date(at + 2000) });
+      expect(statements() - before).toBe(3);
+      expect(await store.findById('q2')).toMatchObject({ remaining: 3, refilledAt: new Date(at + 2000), version: 1 });
+      // Nothing due: nothing written.
+      before = statements();
+      expect(await store.spend('q2', 5, refill, at + 2999)).toEqual({ spent: false, remaining: 3, refilledAt: new Date(at + 2000) });
+      expect(statements() - before).toBe(2);
+    });
+
+    it('spend agrees with spendQuota() for counters far from now, in the future, at the limits of the column', async () => {
+      const t = table();
+      const { store } = harness.open(t);
+      await store.migrate();
+      const now = Date.UTC(2030, 5, 1, 12, 30, 0, 7);
+      const day = 86_400_000;
+      const cases: Array<{ remaining: number; refilledAt: number | null; refill: QuotaRefill | null; cost: number }> = [
+        { remaining: 5, refilledAt: now - 200 * day, refill: { amount: 9, intervalMs: 366 * day }, cost: 1 },
+        { remaining: 0, refilledAt: now - 400 * day - 17, refill: { amount: 9, intervalMs: 366 * day }, cost: 4 },
+        { remaining: 0, refilledAt: now - 250 * day, refill: { amount: 9, intervalMs: 100 * day }, cost: 9 },
+        { remaining: 0, refilledAt: now - 250 * day, refill: { amount: 9, intervalMs: 100 * day }, cost: 10 },
+        { remaining: 4, refilledAt: now + 2 * day, refill: { amount: 9, intervalMs: day }, cost: 1 },
+        { remaining: 4, refilledAt: now - 3 * day, refill: null, cost: 4 },
+        { remaining: 4, refilledAt: now - 47 * day, refill: { amount: 1, intervalMs: 366 * day }, cost: 2 },
+        { remaining: 2_147_483_647, refilledAt: null, refill: null, cost: 0 },
+        { remaining: 2_147_483_647, refilledAt: now, refill: { amount: 1_000_000_000, intervalMs: 1 }, cost: 1_000_000_000 },
+        { remaining: 0, refilledAt: now - 1, refill: { amount: 1_000_000_000, intervalMs: 1 }, cost: 1_000_000_000 },
+        { remaining: 0, refilledAt: now - 1000, refill: { amount: 2, intervalMs: 1000 }, cost: 0 },
+        { remaining: 0, refilledAt: now - 999, refill: { amount: 2, intervalMs: 1000 }, cost: 1 },
+      ];
+      for (const [i, c] of cases.entries()) {
+        const id = `far${i}`;
+        await store.insert(
+          record(id, { remaining: c.remaining, refill: c.refill, refilledAt: c.refilledAt === null ? null : new Date(c.refilledAt) }),
+        );
+        const want = spendQuota({ remaining: c.remaining, refilledAt: c.refilledAt }, c.refill, c.cost, now);
+        const expected = {
+          spent: want.spent,
+          remaining: want.state.remaining,
+          refilledAt: want.state.refilledAt === null ? null : new Date(want.state.refilledAt),
+        };
+        expect(await store.spend(id, c.cost, c.refill, now), `case ${i}`).toEqual(expected);
+        expect(await store.findById(id), `case ${i}`).toMatchObject({ remaining: expected.remaining, refilledAt: expected.refilledAt });
+      }
+    });
+
+    it('concurrent spends share one due refill: exactly its uses are taken, and refusals that race keep it', async () => {
+      const t = table();
+      const { store } = harness.open(t);
+      await store.migrate();
+      const at = Date.UTC(2030, 0, 1);
+      const refill = { amount: 10, intervalMs: 60_000 };
+      await store.insert(record('r1', { remaining: 0, refill, refilledAt: new Date(at) }));
+      const now = at + 3 * 60_000 + 5;
+      const results = await Promise.all(Array.from({ length: 30 }, () => store.spend('r1', 1, refill, now)));
+      expect(results.filter((r) => r?.spent).length).toBe(10);
+      expect(results.every((r) => r?.refilledAt?.getTime() === at + 3 * 60_000)).toBe(true);
+      expect(
+        results
+          .filter((r) => r?.spent)
+          .map((r) => r?.remaining)
+          .sort((a, b) => (a ?? 0) - (b ?? 0)),
+      ).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(await store.findById('r1')).toMatchObject({ remaining: 0, refilledAt: new Date(at + 3 * 60_000) });
+      // Refusals only (cost above the amount), each with the refill due: it is written once.
+      await store.insert(record('r2', { remaining: 1, refill, refilledAt: new Date(at) }));
+      const refused = await Promise.all(Array.from({ length: 20 }, () => store.spend('r2', 11, refill, now)));
+      expect(refused.every((r) => r?.spent === false && r.remaining === 10 && r.refilledAt?.getTime() === at + 3 * 60_000)).toBe(true);
+      expect(await store.findById('r2')).toMatchObject({ remaining: 10, refilledAt: new Date(at + 3 * 60_000), version: 1 });
+    });
+
+    it('update writes the counters only with counters: true, in a statement of its own', async () => {
+      const t = table();
+      const { store, last } = harness.open(t);
+      await store.migrate();
+      const r = record('c1', { remaining: 10, refill: { amount: 10, intervalMs: 1000 }, refilledAt: new Date(Date.UTC(2030, 0, 1)) });
+      await store.insert(r);
+      await store.spend('c1', 4, r.refill, Date.UTC(2030, 0, 1, 0, 0, 0, 500));
+      expect(await store.update({ ...r, name: 'renamed', rateLimit: { limit: 5, windowMs: 1000 }, version: 2 }, 1)).toBe(true);
+      const plain = last().text;
+      expect(plain).not.toMatch(/remaining|refilled_at/);
+      expect(await store.findById('c1')).toMatchObject({ name: 'renamed', remaining: 6, rateLimit: { limit: 5, windowMs: 1000 } });
+      expect(await store.update({ ...r, remaining: 3, refilledAt: null, refill: null, version: 3 }, 2, true)).toBe(true);
+      expect(last().text).toMatch(/remaining = .*refilled_at = /);
+      expect(await store.findById('c1')).toMatchObject({ remaining: 3, refilledAt: null, refill: null, rateLimit: null, version: 3 });
+    });
+
+    it('reads the rate limit and refill as frozen objects, and metadata only when asked', async () => {
+      const t = table();
+      const { store } = harness.open(t);
+      await store.migrate();
+      await store.insert(
+        record('f1', { rateLimit: { limit: 3, windowMs: 1000 }, refill: { amount: 2, intervalMs: 60_000 }, remaining: 2 }),
+      );
+      const read = (await store.findById('f1')) as KeyRecord;
+      expect(read.rateLimit).toEqual({ limit: 3, windowMs: 1000 });
+      expect(Object.isFrozen(read.rateLimit)).toBe(true);
+      expect(Object.isFrozen(read.refill)).toBe(true);
+      expect(Object.getOwnPropertyDescriptor(read, 'rateLimit')?.get).toBeUndefined();
+      expect(Object.getOwnPropertyDescriptor(read, 'metadata')?.get).toBeTypeOf('function');
     });
 
     it('refuses a table name that is not a plain identifier', () => {

@@ -9,6 +9,7 @@ import { runsHere, SQLITE_DRIVERS } from '../support/sqlite-drivers.js';
 import { sqliteSchema, sqliteStore, type SqliteDatabase } from '../../adapters/sqlite/index.js';
 import { ValidationError } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
+import { sampleRecord } from '../../adapters/testing/records.js';
 import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
 
 const require = createRequire(import.meta.url);
@@ -73,6 +74,7 @@ for (const driver of SQLITE_DRIVERS) {
               const statement = db.prepare(source);
               return {
                 reader: statement.reader,
+                readonly: statement.readonly,
                 all: (...params) => (count++, (last = { text: source, values: params }), statement.all(...params)),
                 run: (...params) => (count++, (last = { text: source, values: params }), statement.run(...params)),
               };
@@ -104,9 +106,34 @@ for (const driver of SQLITE_DRIVERS) {
       for (let i = 0; i < 50; i++) await store.findByDigest(`d${i}`);
       for (let i = 0; i < 50; i++)
         await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
-      // findByDigest once, touch once per padded size (1, 2, 4, 8).
-      expect(prepared).toBe(5);
+      // The column list (read by migrate() before and after), findByDigest once, touch once per padded size (1, 2, 4, 8).
+      expect(prepared).toBe(6);
       db.close();
+    });
+
+    it(`${name}: a spend waits for another connection's write lock on timers, as a write, also in WAL mode`, async () => {
+      const Database = await driver.load();
+      const dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-spend-'));
+      const db = new Database(join(dir, 'keys.db'), { timeout: 2000 });
+      const holder = new Database(join(dir, 'keys.db'));
+      try {
+        db.pragma('journal_mode = WAL');
+        const store = sqliteStore(db, { table: 'spend_lock' });
+        await store.migrate();
+        const record = sampleRecord({ remaining: 3 });
+        await store.insert(record);
+        holder.exec('BEGIN IMMEDIATE');
+        // Only a timer releases the lock: a spend that waited inside SQLite (the busy timeout, which
+        // better-sqlite3 spends blocking this thread) would keep it from firing, and fail.
+        setTimeout(() => holder.exec('COMMIT'), 50);
+        expect(await store.spend(record.id, 1, null, Date.now())).toEqual({ spent: true, remaining: 2, refilledAt: null });
+        expect(holder.inTransaction).toBe(false);
+      } finally {
+        if (holder.inTransaction) holder.exec('ROLLBACK');
+        holder.close();
+        db.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 }
