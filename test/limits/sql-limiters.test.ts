@@ -303,8 +303,8 @@ for (const backend of backends()) {
             { scope: 'owner', limit: 4, remaining: 0, resetMs: 750 },
           ],
         });
-        expect((await connection.row(table, `k:${two.key.id}`))?.count).toBe(1);
-        expect((await connection.row(table, `o:${owner}`))?.count).toBe(4);
+        expect((await connection.row(table, `k:1000:${two.key.id}`))?.count).toBe(1);
+        expect((await connection.row(table, `o:1000:${owner}`))?.count).toBe(4);
         await keys.close();
       });
 
