@@ -128,6 +128,9 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
         'lastUsedAt',
         'expiresAt',
         'metadata',
+        'rateLimit',
+        'remaining',
+        'refill',
         'version',
         'token',
       ].sort(),
@@ -141,6 +144,9 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
       expiresAt: '2099-01-02T03:04:05.000Z',
       metadata: { team: 'erp', n: [1, 2] },
       lastUsedAt: null,
+      rateLimit: null,
+      remaining: null,
+      refill: null,
       version: 1,
     });
     expect(key.hint).toBe(`kg_${key.token.slice(3, 6)}…${key.token.slice(-4)}`);
