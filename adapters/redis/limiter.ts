@@ -43,7 +43,9 @@ export const EXPIRY_MARGIN_MS = 1000;
  * `%.0f` (every value is a whole number), never with tostring, which keeps 14 digits.
  *
  * All or nothing: the request is counted in every bucket only when every bucket admits it; a
- * refused take writes nothing (a later take rolls the windows the same way). Each written counter
+ * refused take writes each counter back rolled over to its window with its count unchanged, as
+ * slide() leaves it. A counter is `windowMs:window:count:previous`: one kept for another window
+ * length starts afresh. Each written counter
  * expires when its count stops weighing: at the end of the window after its own, plus the margin.
  *
  * Returns [allowed 1|0, window1, count1, previous1, window2, …]: each bucket's state after the take.
@@ -62,8 +64,9 @@ for i = 1, n do
   local window, count, previous = current, 0, 0
   local stored = redis.call('GET', KEYS[i])
   if stored then
-    local w, c, p = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
-    if w then
+    local size, w, c, p = string.match(stored, '^(%d+):(%-?%d+):(%d+):(%d+)$')
+    -- A counter kept for another window length counts windows of another size: start afresh.
+    if size and tonumber(size) == windowMs then
       w, c, p = tonumber(w), tonumber(c), tonumber(p)
       if w >= current then
         window, count, previous = w, c, p
@@ -73,15 +76,16 @@ for i = 1, n do
     end
   end
   local weight = windowMs - math.max(0, now - window * windowMs)
-  if not (previous * weight + (count + cost) * windowMs <= limit * windowMs) then allowed = false end
+  if cost > limit or not (previous * weight + (count + cost) * windowMs <= limit * windowMs) then allowed = false end
   windows[i], counts[i], previouses[i], sizes[i] = window, count, previous, windowMs
 end
 local out = { allowed and 1 or 0 }
 for i = 1, n do
-  if allowed then
-    counts[i] = counts[i] + cost
-    local ttl = math.ceil((windows[i] + 2) * sizes[i] - now) + margin
-    redis.call('SET', KEYS[i], string.format('%.0f:%.0f:%.0f', windows[i], counts[i], previouses[i]), 'PX', ttl)
+  -- Refused: no counter counts it, but each is kept rolled over to its window, as slide() leaves it.
+  if allowed then counts[i] = counts[i] + cost end
+  local ttl = math.ceil((windows[i] + 2) * sizes[i] - now) + margin
+  if ttl > 0 then
+    redis.call('SET', KEYS[i], string.format('%.0f:%.0f:%.0f:%.0f', sizes[i], windows[i], counts[i], previouses[i]), 'PX', ttl)
   end
   out[#out + 1] = windows[i]
   out[#out + 1] = counts[i]

@@ -100,6 +100,43 @@ export function limiterContractSuite(runner: TestRunner, setup: () => Promise<Li
     );
 
     it(
+      'decides exactly as slide() when clocks of several instances disagree (steps back as well as forward)',
+      async () => {
+        const key = fresh('skew');
+        const bucket = { key, limit: 5, windowMs: 700 };
+        const next = sequence(11);
+        let state: WindowState | null = null;
+        let now = Date.UTC(2030, 0, 1) + 77;
+        for (let i = 0; i < 800; i++) {
+          // Mostly forward, now and then up to two windows back, as a lagging instance would ask.
+          now += next(5) === 0 ? -next(1400) : next(300);
+          const cost = next(3);
+          const want = slide(state, bucket.limit, bucket.windowMs, cost, now);
+          const got = await take(key, [bucket], cost, now);
+          assert.equal(got.allowed, want.allowed, `take ${i} (cost ${cost} at ${now})`);
+          assert.deepStrictEqual(got.states[0], want.state, `state after take ${i}`);
+          state = want.state;
+        }
+      },
+      timeoutMs,
+    );
+
+    it(
+      'starts a counter afresh when it is asked with another window length',
+      async () => {
+        const key = fresh('resized');
+        const at = Date.UTC(2030, 0, 1) + 5;
+        for (let i = 0; i < 2; i++) assert.equal((await take(key, [{ key, limit: 2, windowMs: 1000 }], 1, at)).allowed, true);
+        assert.equal((await take(key, [{ key, limit: 2, windowMs: 1000 }], 1, at)).allowed, false);
+        // Counted in windows of a second, the count means nothing in windows of ten minutes.
+        const longer = { key, limit: 2, windowMs: 600_000 };
+        assert.equal((await take(key, [longer], 1, at + 1)).allowed, true);
+        assert.equal((await take(key, [longer], 1, at + 86_400_000)).allowed, true, 'a day later');
+      },
+      timeoutMs,
+    );
+
+    it(
       'gives the budget back exactly on schedule',
       async () => {
         const key = fresh('reset');
