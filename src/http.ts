@@ -166,7 +166,7 @@ export interface FailedAttemptsOptions {
   /** The window, in ms: 1 ms .. 366 days. */
   windowMs: number;
   /**
-   * Where the counters live, under the keys `ip:<address>` (`ip:none` without an address).
+   * Where the counters live, under the keys `ip:<windowMs>:<address>` (`ip:<windowMs>:none` without an address).
    * @default memoryLimiter(), one per guard
    */
   limiter?: RateLimiter | undefined;
@@ -436,10 +436,16 @@ const FAILED_ATTEMPT: ReadonlySet<VerifyFailureCode> = new Set<VerifyFailureCode
 
 /** Bad-key throttling, compiled: peeks at an address's budget before verify, counts a failed attempt after it. */
 interface Throttle {
-  /** A 429 (budget used up) or 503 (limiter failed) for the address, or `null` to go on. */
+  /** The counter of a client address (`null`: none known). */
+  group(ip: string | null): string;
+  /**
+   * A 429 (budget used up) or 503 (limiter failed) for the address, or `null` to go on; then the
+   * attempt is in flight until `settle`. Attempts in flight count against the budget, so requests
+   * sent at once cannot all pass the check before any of them has failed.
+   */
   check(group: string): Promise<GuardRejection | null>;
-  /** Counts one failed attempt; a 503 when the limiter failed, else `null`. */
-  count(group: string): Promise<GuardRejection | null>;
+  /** Ends an attempt `check` let through; counts it when it failed. A 503 when the limiter failed, else `null`. */
+  settle(group: string, failed: boolean): Promise<GuardRejection | null>;
 }
 
 const FAILED_ATTEMPTS_FIELDS = new Set(['limit', 'windowMs', 'limiter']);
@@ -476,7 +482,11 @@ function compileThrottle(value: unknown, now: () => number, retryAfter: string):
     return unavailable(new StoreUnavailableError('failedAttempts', message, { cause: error }), retryAfter);
   };
 
+  // Attempts of this guard let through and not yet settled, per address.
+  const inFlight = new Map<string, number>();
   return {
+    // The window is part of the name: a counter is never read with another window length.
+    group: (ip) => `ip:${windowMs}:${ip ?? 'none'}`,
     async check(group) {
       const at = now();
       let state: LimiterAnswer['states'][number] | undefined;
@@ -488,7 +498,11 @@ function compileThrottle(value: unknown, now: () => number, retryAfter: string):
       }
       if (state === undefined) return failed(new Error('the limiter answered without the state of the counter'));
       const status = describe(state, limit, windowMs, 1, at, false);
-      if (status.remaining > 0) return null;
+      const pending = inFlight.get(group) ?? 0;
+      if (status.remaining > pending) {
+        inFlight.set(group, pending + 1);
+        return null;
+      }
       return {
         ok: false,
         status: 429,
@@ -498,7 +512,11 @@ function compileThrottle(value: unknown, now: () => number, retryAfter: string):
         error: null,
       };
     },
-    async count(group) {
+    async settle(group, failedAttempt) {
+      const pending = (inFlight.get(group) ?? 1) - 1;
+      if (pending > 0) inFlight.set(group, pending);
+      else inFlight.delete(group);
+      if (!failedAttempt) return null;
       try {
         await take(group, 1, now());
         return null;
@@ -567,36 +585,46 @@ export function createGuardCore(keys: KeyManager, options: GuardOptions = {}): G
     async authenticate(request) {
       const headers = request.headers;
       const ip = clientAddress(request.remoteAddress, trust === null ? undefined : headers['x-forwarded-for'], trust);
-      const group = throttle === null ? null : `ip:${ip ?? 'none'}`;
+      const group = throttle === null ? null : throttle.group(ip);
       if (throttle !== null) {
         // Before the key is read: an address that used up its budget costs no lookup.
         const refused = await throttle.check(group as string);
         if (refused !== null) return refused;
       }
-      const token = extract(headers, request.rawHeaders);
-      const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
-      let result: VerifyResult;
+      let settled = false;
       try {
-        result = await keys.verify(token, verifyOptions);
-      } catch (error) {
-        if (!isStoreUnavailable(error)) throw error;
-        return unavailable(error, retryAfterHeader);
+        const token = extract(headers, request.rawHeaders);
+        const verifyOptions: VerifyOptions = scope === undefined ? { ip } : { ip, scope };
+        let result: VerifyResult;
+        try {
+          result = await keys.verify(token, verifyOptions);
+        } catch (error) {
+          if (!isStoreUnavailable(error)) throw error;
+          return unavailable(error, retryAfterHeader);
+        }
+        if (throttle !== null) {
+          settled = true;
+          const failed = await throttle.settle(group as string, !result.valid && FAILED_ATTEMPT.has(result.code));
+          if (failed !== null) return failed;
+        }
+        return outcomeOf(result);
+      } finally {
+        if (throttle !== null && !settled) void throttle.settle(group as string, false);
       }
-      if (result.valid) {
-        const limits = result.limits;
-        return {
-          ok: true,
-          key: result.key,
-          headers: limits === undefined || limits.length === 0 ? NO_HEADERS : addRateLimitFields(limits, {}),
-        };
-      }
-      if (throttle !== null && FAILED_ATTEMPT.has(result.code)) {
-        const failed = await throttle.count(group as string);
-        if (failed !== null) return failed;
-      }
-      return reject(result);
     },
   };
+
+  function outcomeOf(result: VerifyResult): GuardOutcome {
+    if (result.valid) {
+      const limits = result.limits;
+      return {
+        ok: true,
+        key: result.key,
+        headers: limits === undefined || limits.length === 0 ? NO_HEADERS : addRateLimitFields(limits, {}),
+      };
+    }
+    return reject(result);
+  }
 }
 
 /**

@@ -171,20 +171,34 @@ describe('createGuardCore with failedAttempts', () => {
     };
   }
 
-  it('peeks at ip:<address> with cost 0 before verify and counts 1 after a bad key, on the guard clock', async () => {
+  it('peeks at ip:<window>:<address> with cost 0 before verify and counts 1 after a bad key, on the guard clock', async () => {
     const limiter = recordingLimiter();
     const guard = createGuardCore(s.keys, { failedAttempts: { limit: 2, windowMs: MINUTE, limiter }, now: () => clock });
     await guard.authenticate({ headers: { authorization: `Bearer ${s.tokens.unknown}` }, remoteAddress: '192.0.2.1' });
     await guard.authenticate({ headers: { authorization: `Bearer ${s.tokens.valid}` }, remoteAddress: '2001:db8::1' });
     await guard.authenticate({ headers: { authorization: `Bearer ${s.tokens.unknown}` }, remoteAddress: undefined });
     expect(limiter.calls).toEqual([
-      { group: 'ip:192.0.2.1', key: 'ip:192.0.2.1', cost: 0, now: clock },
-      { group: 'ip:192.0.2.1', key: 'ip:192.0.2.1', cost: 1, now: clock },
-      { group: 'ip:2001:db8::1', key: 'ip:2001:db8::1', cost: 0, now: clock },
+      { group: 'ip:60000:192.0.2.1', key: 'ip:60000:192.0.2.1', cost: 0, now: clock },
+      { group: 'ip:60000:192.0.2.1', key: 'ip:60000:192.0.2.1', cost: 1, now: clock },
+      { group: 'ip:60000:2001:db8::1', key: 'ip:60000:2001:db8::1', cost: 0, now: clock },
       // A request without an address counts under one shared key.
-      { group: 'ip:none', key: 'ip:none', cost: 0, now: clock },
-      { group: 'ip:none', key: 'ip:none', cost: 1, now: clock },
+      { group: 'ip:60000:none', key: 'ip:60000:none', cost: 0, now: clock },
+      { group: 'ip:60000:none', key: 'ip:60000:none', cost: 1, now: clock },
     ]);
+  });
+
+  it('counts attempts in flight against the budget: bad keys sent at once cannot all pass the check', async () => {
+    const verifies = s.verify.mock.calls.length;
+    const guard = createGuardCore(s.keys, { failedAttempts: { limit: 3, windowMs: MINUTE }, now: () => clock });
+    const request = { headers: { authorization: `Bearer ${s.tokens.unknown}` }, remoteAddress: '192.0.2.77' };
+    const outcomes = await Promise.all(Array.from({ length: 200 }, () => guard.authenticate(request)));
+    const statuses = outcomes.map((o) => (o.ok ? 200 : o.status));
+    expect(statuses.filter((x) => x === 401)).toHaveLength(3);
+    expect(statuses.filter((x) => x === 429)).toHaveLength(197);
+    expect(s.verify.mock.calls.length - verifies).toBe(3);
+    // The budget is spent now: even a valid key from that address gets 429.
+    const later = await guard.authenticate({ headers: { authorization: `Bearer ${s.tokens.valid}` }, remoteAddress: '192.0.2.77' });
+    expect(later).toMatchObject({ ok: false, status: 429 });
   });
 
   it('a refusal says why: reason TOO_MANY_FAILED_ATTEMPTS, no store error', async () => {
