@@ -94,7 +94,8 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     rateLimit,
     remaining,
     refill,
-    refilledAt: refill === null ? null : createdAt,
+    // When the quota was set: refills, now or added later, fall due whole intervals after it.
+    refilledAt: remaining === null ? null : createdAt,
     version: 1,
     digest: parts.digest(token),
     previousDigest: null,
@@ -127,18 +128,17 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
   if (changes.rateLimit !== undefined) patch.rateLimit = checkRateLimit('rateLimit', changes.rateLimit);
   if (changes.remaining !== undefined) patch.remaining = checkRemaining(changes.remaining);
   if (changes.refill !== undefined) patch.refill = checkRefill('refill', changes.refill);
-  // An edit of the quota sets its counters; any other leaves them to spend().
-  const counters = changes.remaining !== undefined || changes.refill !== undefined;
-  if (counters) checkQuota(parts, patch.remaining === undefined ? 0 : patch.remaining, patch.refill ?? null);
+  // Only an edit of `remaining` sets the counters: any other, a new refill included, leaves them to
+  // spend(), so that uses spent since this read are never written back.
+  const counters = changes.remaining !== undefined;
+  if (counters || changes.refill !== undefined) checkQuota(parts, patch.remaining === undefined ? 0 : patch.remaining, null);
   const record = await writeWithRetry(parts, id, expectedVersion, counters, (current, at) => {
     const next: KeyRecord = { ...current, ...patch, updatedAt: at, version: current.version + 1 };
-    if (counters) {
-      if (next.refill !== null && next.remaining === null) {
-        throw new ValidationError('refill', 'needs a quota: set remaining as well (the uses the key starts with)');
-      }
-      // A new count or a new refill restarts the interval: the next refill is due one interval from now.
-      next.refilledAt = next.refill === null || next.remaining === null ? null : at;
+    if (next.refill !== null && next.remaining === null) {
+      throw new ValidationError('refill', 'needs a quota: set remaining as well (the uses the key starts with)');
     }
+    // A new count restarts the refill grid: the next refill is due whole intervals from now.
+    if (counters) next.refilledAt = next.remaining === null ? null : at;
     // The grace period of a rotated token never outlives the key.
     if (next.previousDigestExpiresAt && next.expiresAt && next.previousDigestExpiresAt > next.expiresAt) {
       next.previousDigestExpiresAt = next.expiresAt;

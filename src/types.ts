@@ -110,7 +110,7 @@ export interface UpdateKeyInput {
   rateLimit?: RateLimit | null | undefined;
   /** Sets the uses left (and restarts the refill interval); `null` removes the quota. */
   remaining?: number | null | undefined;
-  /** `null` stops refills. Needs a quota (`remaining`). */
+  /** `null` stops refills. Needs a quota (`remaining`). Refills fall due whole intervals after `remaining` was last set. */
   refill?: QuotaRefill | null | undefined;
 }
 

@@ -228,6 +228,38 @@ describe('quota', () => {
     for (let i = 0; i < 3; i++) expect((await keys.verify(token)).valid).toBe(true);
   });
 
+  it('never writes back uses spent while an edit of the refill was in progress', async () => {
+    const { keys, store } = setup();
+    const { key, token } = await keys.create({ name: 'refill edit', scopes: ['all'], remaining: 10 });
+    const findById = store.findById.bind(store);
+    let raced = false;
+    store.findById = async (id) => {
+      const read = await findById(id);
+      if (!raced) {
+        raced = true;
+        // Five uses land between the edit's read and its write.
+        for (let i = 0; i < 5; i++) expect((await keys.verify(token)).valid).toBe(true);
+      }
+      return read;
+    };
+    await keys.update(key.id, { refill: { amount: 10, intervalMs: 60_000 } });
+    store.findById = findById;
+    expect(await keys.get(key.id)).toMatchObject({ remaining: 5, refill: { amount: 10, intervalMs: 60_000 } });
+  });
+
+  it('refills a quota whose refill was added later on the grid of when the quota was set', async () => {
+    const { keys, advance } = setup();
+    const { key, token } = await keys.create({ name: 'later', scopes: ['all'], remaining: 1 });
+    expect((await keys.verify(token)).valid).toBe(true);
+    advance(25_000);
+    await keys.update(key.id, { refill: { amount: 2, intervalMs: 10_000 } });
+    // Two whole intervals have passed since the quota was set: one refill is due at once.
+    const first = await keys.verify(token);
+    expect(first.valid && first.key.remaining).toBe(1);
+    expect((await keys.verify(token)).valid).toBe(true);
+    expect(refusal(await keys.verify(token))).toEqual({ code: 'USAGE_EXCEEDED', retryAfterMs: 5_000 });
+  });
+
   it('works with the verify cache on: every use is spent in the store', async () => {
     const { keys } = setup({ cache: { ttlMs: 60_000 } });
     const { token } = await keys.create({ name: 'cached', scopes: ['all'], remaining: 3 });
