@@ -54,7 +54,13 @@ function checkWindows(reports: ChildReport[], startAt: number, endAt: number): M
   const total = new Map<number, number>();
   for (const r of reports) for (const [w, n] of r.windows) total.set(w, (total.get(w) ?? 0) + n);
   let whole = 0;
-  if (process.env.KEYGATE_EXACTNESS_DEBUG) console.log(startAt, endAt, [...total].sort((a, b) => a[0] - b[0]), reports.map((r) => r.attempts));
+  if (process.env.KEYGATE_EXACTNESS_DEBUG)
+    console.log(
+      startAt,
+      endAt,
+      [...total].sort((a, b) => a[0] - b[0]),
+      reports.map((r) => r.attempts),
+    );
   for (const [w, n] of total) {
     expect(n, `window ${w}`).toBeLessThanOrEqual(LIMIT);
     if (w * WINDOW_MS >= startAt && (w + 1) * WINDOW_MS <= endAt) {

@@ -162,7 +162,9 @@ describe('the packed package', () => {
 
   it('type-checks against the shipped declarations, from ESM and CommonJS TypeScript', () => {
     const source = `
-      import { createKeyManager, isKeygateError, type ApiKey, type VerifyResult, ValidationError } from 'keygate';
+      import { createKeyManager, isKeygateError, memoryLimiter, type ApiKey, type RateLimiter, type VerifyResult, ValidationError } from 'keygate';
+      import type { SqlLimiter } from 'keygate/postgres';
+      import { redisLimiter } from 'keygate/redis';
       import { memoryStore, type MemoryStore } from 'keygate/memory';
       import type { RedisStore } from 'keygate/redis';
       import type { SqlStore } from 'keygate/sqlite';
@@ -178,13 +180,28 @@ describe('the packed package', () => {
       // @ts-expect-error a runner needs at least describe and it
       register({ describe: () => {} });
       const store: MemoryStore = memoryStore();
-      const keys = createKeyManager({ store, prefix: 'shop', storeTimeoutMs: 500 });
+      const limiter: RateLimiter = memoryLimiter();
+      const keys = createKeyManager({ store, prefix: 'shop', storeTimeoutMs: 500, rateLimits: { limiter, default: { limit: 10, windowMs: 1000 } } });
+      export const limiters = (sql: SqlLimiter, redis: ReturnType<typeof redisLimiter>): RateLimiter[] => [sql, redis];
+      // @ts-expect-error a rate limit needs a window
+      void keys.create({ name: 'x', scopes: ['all'], rateLimit: { limit: 5 } });
       export const storeTypes = (redis: RedisStore, sql: SqlStore): string => redis.prefix + sql.table;
       export const status = (e: unknown): number => (isKeygateError(e) ? e.status : 500);
       export async function check(token: string): Promise<ApiKey | null> {
         const result: VerifyResult = await keys.verify(token, { scope: 'orders:list', ip: '127.0.0.1' });
         if (result.valid) return result.key;
-        const code: 'MISSING' | 'MALFORMED' | 'NOT_FOUND' | 'INACTIVE' | 'EXPIRED' | 'IP_NOT_ALLOWED' | 'INSUFFICIENT_SCOPE' = result.code;
+        const code:
+          | 'MISSING'
+          | 'MALFORMED'
+          | 'NOT_FOUND'
+          | 'INACTIVE'
+          | 'EXPIRED'
+          | 'IP_NOT_ALLOWED'
+          | 'INSUFFICIENT_SCOPE'
+          | 'RATE_LIMITED'
+          | 'USAGE_EXCEEDED' = result.code;
+        const wait: number | null | undefined = result.retryAfterMs;
+        void wait;
         void code;
         return null;
       }
