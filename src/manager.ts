@@ -27,6 +27,7 @@ import {
   describe,
   IN_PROCESS,
   type LimiterAnswer,
+  type TakeOne,
   memoryLimiter,
   type RateLimit,
   type RateLimitBucket,
@@ -34,7 +35,8 @@ import {
   type RateLimitStatus,
 } from './rate-limit.js';
 import { b2bWaveScopes, type ScopeCatalog } from './scopes.js';
-import type { KeyRecord, KeyStore } from './store.js';
+import type { KeyRecord, KeyStore, SpendResult } from './store.js';
+import { syncSpendOf } from './sync-lookup.js';
 import { assertPrefix, createDigester, isWellFormedToken, randomTokenSource, TOKEN_SOURCE, type TokenSource } from './token.js';
 import type {
   ApiKey,
@@ -230,7 +232,7 @@ function wire(options: KeyManagerOptions): ManagerParts {
     verifiesDone: null,
     closed: false,
   };
-  limitsOf.set(parts, wireLimits(options.rateLimits, storeTimeoutMs, options.breaker, listeners.report));
+  limitsOf.set(parts, wireLimits(options.rateLimits, storeTimeoutMs, options.breaker, listeners.report, syncSpendOf(store)));
   parts.confirmations.bind(parts);
   parts.inDoubt.bind(parts);
   return parts;
@@ -262,7 +264,8 @@ async function verify(parts: ManagerParts, token: unknown, options: VerifyOption
   const limits = limitsOf.get(parts) as Limits;
   // Limits and quotas come last: a request refused for any other reason spends nothing.
   if (found.remaining !== null || found.rateLimit !== null || limits.any) {
-    result = await spend(parts, limits, found, result.key, options, at);
+    const spent = spend(parts, limits, found, result.key, options, at);
+    result = spent instanceof Promise ? await spent : spent;
     if (!result.valid) return rejected(parts, result.code, found.id, options, result);
   } else if (options?.cost !== undefined) {
     costOf(options);
@@ -284,6 +287,8 @@ interface Limits {
   readonly deadlines: Deadlines;
   readonly failOpen: boolean;
   readonly report: (error: unknown) => void;
+  /** The store's synchronous spend, when it keeps its keys in this process. */
+  readonly spendNow: ReturnType<typeof syncSpendOf>;
 }
 
 const limitsOf = new WeakMap<ManagerParts, Limits>();
@@ -293,6 +298,7 @@ function wireLimits(
   storeTimeoutMs: number,
   breaker: KeyManagerOptions['breaker'],
   report: (error: unknown) => void,
+  spendNow: Limits['spendNow'],
 ): Limits {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw new ValidationError('rateLimits', 'must be an object such as { limiter, default, owner, failOpen }');
@@ -324,6 +330,7 @@ function wireLimits(
     deadlines: new Deadlines(storeTimeoutMs, breaker),
     failOpen,
     report,
+    spendNow,
   };
 }
 
@@ -335,76 +342,170 @@ function costOf(options: VerifyOptions | undefined): number {
   throw new ValidationError('cost', `must be a whole number from 0 to ${QUOTA_MAX}, got ${JSON.stringify(cost) ?? typeof cost}`);
 }
 
+/** What the rate limits said: the statuses for the result, or the refusal. */
+interface RateOutcome {
+  readonly statuses: RateLimitStatus[] | undefined;
+  readonly refused: VerifyResult | null;
+}
+
+const UNLIMITED: RateOutcome = { statuses: undefined, refused: null };
+
 /**
  * The rate limits (the key's own or the default, and its owner's), then the quota. A request the
  * rate limit refuses spends no quota; one the quota refuses has still counted against the rate
- * limit, like any request that reached the server.
+ * limit, like any request that reached the server. With counters in this process and no quota,
+ * everything is answered at once: no promise, as for a verify without limits.
  */
-async function spend(
+function spend(
   parts: ManagerParts,
   limits: Limits,
   record: KeyRecord,
   key: ApiKey,
   options: VerifyOptions | undefined,
   at: number,
-): Promise<VerifyResult> {
+): VerifyResult | Promise<VerifyResult> {
   const cost = costOf(options);
-  let statuses: RateLimitStatus[] | undefined;
+  const rate = checkRate(limits, record, cost, at);
+  if (rate instanceof Promise) return rate.then((outcome) => afterRate(parts, limits, outcome, record, key, cost, at));
+  return afterRate(parts, limits, rate, record, key, cost, at);
+}
+
+function afterRate(
+  parts: ManagerParts,
+  limits: Limits,
+  rate: RateOutcome,
+  record: KeyRecord,
+  key: ApiKey,
+  cost: number,
+  at: number,
+): VerifyResult | Promise<VerifyResult> {
+  if (rate.refused !== null) return rate.refused;
+  if (record.remaining === null) return rate.statuses === undefined ? { valid: true, key } : { valid: true, key, limits: rate.statuses };
+  // A store that keeps its keys in this process spends at once (no deadline, no promise).
+  const now = limits.spendNow;
+  if (now === null) return spendQuotaOf(parts, rate.statuses, record, key, cost, at);
+  const spent = now(record.id, cost, record.refill, at);
+  if (spent !== null) return quotaResult(rate.statuses, record, key, cost, at, spent);
+  // Deleted, or its quota removed, since it was read: read it again (rare).
+  return parts.deadlines.run('findById', () => parts.store.findById(record.id)).then((again) => quotaGone(rate.statuses, record, again));
+}
+
+function checkRate(limits: Limits, record: KeyRecord, cost: number, at: number): RateOutcome | Promise<RateOutcome> {
   const own = record.rateLimit ?? limits.fallback;
   const owner = record.ownerId !== null && limits.owner !== null ? limits.owner(record.ownerId) : null;
-  if (own !== null || owner !== null) {
-    const buckets: Array<RateLimitBucket & { scope: RateLimitStatus['scope'] }> = [];
-    // The window is part of a counter's name: a new window starts a new count (a new limit keeps it).
-    if (own !== null) buckets.push({ key: `k:${own.windowMs}:${record.id}`, limit: own.limit, windowMs: own.windowMs, scope: 'key' });
-    if (owner !== null) {
-      buckets.push({ key: `o:${owner.windowMs}:${record.ownerId}`, limit: owner.limit, windowMs: owner.windowMs, scope: 'owner' });
-    }
-    const group = owner !== null ? `o:${record.ownerId}` : `k:${record.id}`;
-    limits.limiter ??= memoryLimiter();
-    const limiter = limits.limiter;
-    // A cost above a limit never passes: the limiter is only asked where the request stands (cost 0).
-    const asked = buckets.some((b) => cost > b.limit) ? 0 : cost;
-    let answer: LimiterAnswer | null = null;
-    try {
-      // Counters in this process answer at once and cannot hang: no deadline, no promise.
-      answer = (limiter as { [IN_PROCESS]?: true })[IN_PROCESS]
-        ? (limiter.take(group, buckets, asked, at) as LimiterAnswer)
-        : await limits.deadlines.run('rateLimit', async () => limiter.take(group, buckets, asked, at));
-      if (asked !== cost) answer = { allowed: false, states: answer.states };
-    } catch (error) {
+  if (own === null && owner === null) return UNLIMITED;
+  limits.limiter ??= memoryLimiter();
+  const takeOne = (limits.limiter as { [IN_PROCESS]?: TakeOne })[IN_PROCESS];
+  if (owner === null && typeof takeOne === 'function') return ownLimitNow(takeOne, own as Readonly<RateLimit>, record.id, cost, at);
+  const buckets: Array<RateLimitBucket & { scope: RateLimitStatus['scope'] }> = [];
+  // The window is part of a counter's name: a new window starts a new count (a new limit keeps it).
+  if (own !== null) buckets.push({ key: `k:${own.windowMs}:${record.id}`, limit: own.limit, windowMs: own.windowMs, scope: 'key' });
+  if (owner !== null) {
+    buckets.push({ key: `o:${owner.windowMs}:${record.ownerId}`, limit: owner.limit, windowMs: owner.windowMs, scope: 'owner' });
+  }
+  const group = owner !== null ? `o:${record.ownerId}` : `k:${record.id}`;
+  limits.limiter ??= memoryLimiter();
+  const limiter = limits.limiter;
+  // A cost above a limit never passes: the limiter is only asked where the request stands (cost 0).
+  let asked = cost;
+  for (const b of buckets) if (cost > b.limit) asked = 0;
+  const judge = (answer: LimiterAnswer): RateOutcome => rateOutcome(buckets, asked === cost && answer.allowed, answer.states, cost, at);
+  // Counters in this process answer at once and cannot hang: no deadline, no promise.
+  if ((limiter as { [IN_PROCESS]?: true })[IN_PROCESS]) return judge(limiter.take(group, buckets, asked, at) as LimiterAnswer);
+  return limits.deadlines
+    .run('rateLimit', async () => limiter.take(group, buckets, asked, at))
+    .then(judge, (error: unknown) => {
       if (!limits.failOpen) throw error;
       limits.report(error);
-    }
-    if (answer !== null) {
-      const { allowed, states } = answer;
-      statuses = buckets.map((b, i) => ({
-        scope: b.scope,
-        limit: b.limit,
-        windowMs: b.windowMs,
-        ...describe(states[i] ?? { window: 0, count: 0, previous: 0 }, b.limit, b.windowMs, cost, at, allowed),
-      }));
-      if (!allowed) {
-        let retryAfterMs: number | null = 0;
-        for (const s of statuses) {
-          if (s.retryAfterMs === null || retryAfterMs === null) retryAfterMs = null;
-          else retryAfterMs = Math.max(retryAfterMs, s.retryAfterMs);
-        }
-        return { valid: false, code: 'RATE_LIMITED', message: FAILURES.RATE_LIMITED.message, retryAfterMs, limits: statuses };
-      }
-    }
+      return UNLIMITED;
+    });
+}
+
+/** The common case, one key's own limit on counters in this process: no arrays of buckets, no promise. */
+function ownLimitNow(takeOne: TakeOne, own: Readonly<RateLimit>, id: string, cost: number, at: number): RateOutcome {
+  const { limit, windowMs } = own;
+  const asked = cost > limit ? 0 : cost;
+  const taken = takeOne(`k:${windowMs}:${id}`, limit, windowMs, asked, at);
+  const allowed = asked === cost && taken.allowed;
+  const d = describe(taken.state, limit, windowMs, cost, at, allowed);
+  const statuses: RateLimitStatus[] = [
+    { scope: 'key', limit, windowMs, remaining: d.remaining, resetMs: d.resetMs, retryAfterMs: d.retryAfterMs },
+  ];
+  if (allowed) return { statuses, refused: null };
+  const refused: VerifyResult = {
+    valid: false,
+    code: 'RATE_LIMITED',
+    message: FAILURES.RATE_LIMITED.message,
+    retryAfterMs: d.retryAfterMs,
+    limits: statuses,
+  };
+  return { statuses, refused };
+}
+
+function rateOutcome(
+  buckets: ReadonlyArray<RateLimitBucket & { scope: RateLimitStatus['scope'] }>,
+  allowed: boolean,
+  states: LimiterAnswer['states'],
+  cost: number,
+  at: number,
+): RateOutcome {
+  const statuses: RateLimitStatus[] = [];
+  let retryAfterMs: number | null = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    const b = buckets[i] as (typeof buckets)[number];
+    const d = describe(states[i] ?? { window: 0, count: 0, previous: 0 }, b.limit, b.windowMs, cost, at, allowed);
+    statuses.push({
+      scope: b.scope,
+      limit: b.limit,
+      windowMs: b.windowMs,
+      remaining: d.remaining,
+      resetMs: d.resetMs,
+      retryAfterMs: d.retryAfterMs,
+    });
+    retryAfterMs = d.retryAfterMs === null || retryAfterMs === null ? null : Math.max(retryAfterMs, d.retryAfterMs);
   }
-  if (record.remaining === null) return statuses === undefined ? { valid: true, key } : { valid: true, key, limits: statuses };
+  if (allowed) return { statuses, refused: null };
+  return {
+    statuses,
+    refused: { valid: false, code: 'RATE_LIMITED', message: FAILURES.RATE_LIMITED.message, retryAfterMs, limits: statuses },
+  };
+}
+
+async function spendQuotaOf(
+  parts: ManagerParts,
+  statuses: RateLimitStatus[] | undefined,
+  record: KeyRecord,
+  key: ApiKey,
+  cost: number,
+  at: number,
+): Promise<VerifyResult> {
   const store = parts.store;
   const spendUses = store.spend as NonNullable<KeyStore['spend']>;
   const spent = await parts.deadlines.run('spend', () => spendUses.call(store, record.id, cost, record.refill, at), { write: true });
   if (spent === null) {
     // Deleted, or its quota removed, since it was read: read it again (rare).
     const now = await parts.deadlines.run('findById', () => store.findById(record.id));
-    if (now === null) return FAILURES.NOT_FOUND;
-    if (now.remaining !== null) throw new StoreUnavailableError('spend', `the store found no quota on key '${record.id}', which has one`);
-    const fresh = toApiKey(now);
-    return statuses === undefined ? { valid: true, key: fresh } : { valid: true, key: fresh, limits: statuses };
+    return quotaGone(statuses, record, now);
   }
+  return quotaResult(statuses, record, key, cost, at, spent);
+}
+
+/** The result for a key whose quota the store no longer found: `now` is the key read again. */
+function quotaGone(statuses: RateLimitStatus[] | undefined, record: KeyRecord, now: KeyRecord | null): VerifyResult {
+  if (now === null) return FAILURES.NOT_FOUND;
+  if (now.remaining !== null) throw new StoreUnavailableError('spend', `the store found no quota on key '${record.id}', which has one`);
+  const fresh = toApiKey(now);
+  return statuses === undefined ? { valid: true, key: fresh } : { valid: true, key: fresh, limits: statuses };
+}
+
+function quotaResult(
+  statuses: RateLimitStatus[] | undefined,
+  record: KeyRecord,
+  key: ApiKey,
+  cost: number,
+  at: number,
+  spent: SpendResult,
+): VerifyResult {
   if (!spent.spent) {
     const state = { remaining: spent.remaining, refilledAt: spent.refilledAt === null ? null : spent.refilledAt.getTime() };
     const retryAfterMs = quotaRetryAfter(state, record.refill, cost, at);

@@ -169,8 +169,17 @@ export interface RateLimiter {
   close?(): Promise<void>;
 }
 
-/** Marks a limiter whose counters live in this process: it answers at once and cannot hang. @internal */
+/**
+ * Marks a limiter whose counters live in this process (it answers at once and cannot hang), and
+ * holds its one-bucket take, which the verify path calls without building arrays. @internal
+ */
 export const IN_PROCESS: unique symbol = Symbol('keygate.inProcessLimiter');
+
+/**
+ * One bucket's take in an in-process limiter: `slide()` on the kept counter, which it then keeps.
+ * The answer (and its state) may be reused by the next take: read it at once. @internal
+ */
+export type TakeOne = (key: string, limit: number, windowMs: number, cost: number, now: number) => { state: WindowState; allowed: boolean };
 
 /** Options of {@link memoryLimiter}. */
 export interface MemoryLimiterOptions {
@@ -190,8 +199,9 @@ export interface MemoryLimiterOptions {
  * @example
  * const keys = createKeyManager({ store, rateLimits: { limiter: memoryLimiter() } })
  */
-export function memoryLimiter(options: MemoryLimiterOptions = {}): RateLimiter & { readonly [IN_PROCESS]: true } {
+export function memoryLimiter(options: MemoryLimiterOptions = {}): RateLimiter & { readonly [IN_PROCESS]: TakeOne } {
   const max = checkWholeNumber('maxCounters', options.maxCounters ?? 100_000);
+  // Kept in place: a take updates its entry, so the verify path allocates no Map entry.
   const counters = new Map<string, { state: WindowState; windowMs: number }>();
   const sweep = (now: number): void => {
     for (const [key, entry] of counters) {
@@ -203,21 +213,56 @@ export function memoryLimiter(options: MemoryLimiterOptions = {}): RateLimiter &
       counters.delete(key);
     }
   };
+  // A counter kept for another window length counts windows of another size: start afresh.
+  const stored = (key: string, windowMs: number): WindowState | null => {
+    const entry = counters.get(key);
+    return entry !== undefined && entry.windowMs === windowMs ? entry.state : null;
+  };
+  const keep = (key: string, windowMs: number, state: WindowState, now: number): void => {
+    const entry = counters.get(key);
+    if (entry !== undefined) {
+      entry.state = state;
+      entry.windowMs = windowMs;
+      return;
+    }
+    if (counters.size >= max) sweep(now);
+    counters.set(key, { state, windowMs });
+  };
+  // The answer of takeOne: one object, reused (its caller reads it before the next take).
+  const answer = { state: { window: 0, count: 0, previous: 0 }, allowed: false };
+  const takeOne: TakeOne = (key, limit, windowMs, cost, now) => {
+    const entry = counters.get(key);
+    if (entry !== undefined && entry.windowMs === windowMs) {
+      // In place: the kept state is this counter's own object.
+      const result = slide(entry.state, limit, windowMs, cost, now);
+      const kept = entry.state;
+      kept.window = result.state.window;
+      kept.count = result.state.count;
+      kept.previous = result.state.previous;
+      answer.state = kept;
+      answer.allowed = result.allowed;
+      return answer;
+    }
+    const result = slide(null, limit, windowMs, cost, now);
+    keep(key, windowMs, result.state, now);
+    return result;
+  };
   return {
-    [IN_PROCESS]: true,
+    [IN_PROCESS]: takeOne,
     take(_group, buckets, cost, now) {
-      // A counter kept for another window length counts windows of another size: start afresh.
-      const stored = (b: RateLimitBucket): WindowState | null => {
-        const entry = counters.get(b.key);
-        return entry !== undefined && entry.windowMs === b.windowMs ? entry.state : null;
-      };
-      const taken = buckets.map((b) => slide(stored(b), b.limit, b.windowMs, cost, now));
+      if (buckets.length === 1) {
+        const b = buckets[0] as RateLimitBucket;
+        const { state, allowed } = takeOne(b.key, b.limit, b.windowMs, cost, now);
+        return { allowed, states: [{ window: state.window, count: state.count, previous: state.previous }] };
+      }
+      const taken = buckets.map((b) => slide(stored(b.key, b.windowMs), b.limit, b.windowMs, cost, now));
       const allowed = taken.every((t) => t.allowed);
       const states = buckets.map((b, i) => {
         // Refused by any bucket: none counts it (cost 0 only rolls the window over).
-        const state = allowed ? (taken[i] as { state: WindowState }).state : slide(stored(b), b.limit, b.windowMs, 0, now).state;
-        if (!counters.delete(b.key) && counters.size >= max) sweep(now);
-        counters.set(b.key, { state, windowMs: b.windowMs });
+        const state = allowed
+          ? (taken[i] as { state: WindowState }).state
+          : slide(stored(b.key, b.windowMs), b.limit, b.windowMs, 0, now).state;
+        keep(b.key, b.windowMs, state, now);
         return state;
       });
       return { allowed, states };

@@ -4,7 +4,7 @@ import { StoreConflictError } from '../../src/errors.js';
 import { deepFreeze } from '../../src/freeze.js';
 import { type QuotaRefill, spendQuota } from '../../src/quota.js';
 import type { KeyRecord, KeyStore, SpendResult, StoreListQuery, TouchEntry } from '../../src/store.js';
-import { findByDigestSync, type SyncLookupStore } from '../../src/sync-lookup.js';
+import { findByDigestSync, spendSync, type SyncLookupStore, type SyncSpendStore } from '../../src/sync-lookup.js';
 
 const EMPTY_METADATA = Object.freeze({});
 const EMPTY_LIST: readonly string[] = Object.freeze([]);
@@ -30,7 +30,7 @@ function compare(aTime: number, aId: string, bTime: number, bId: string): number
  * kept, without copying. Nothing survives a restart, and instances do not share keys: use a SQL
  * or Redis store for that.
  */
-export class MemoryStore implements KeyStore, SyncLookupStore {
+export class MemoryStore implements KeyStore, SyncLookupStore, SyncSpendStore {
   private readonly byId = new Map<string, KeyRecord>();
   /** digest (current or previous) -> record */
   private readonly byDigest = new Map<string, KeyRecord>();
@@ -122,6 +122,11 @@ export class MemoryStore implements KeyStore, SyncLookupStore {
   }
 
   async spend(id: string, cost: number, refill: QuotaRefill | null, now: number): Promise<SpendResult | null> {
+    return this[spendSync](id, cost, refill, now);
+  }
+
+  /** The same as `spend`, at once: a verify spending a quota on this store needs no promise. @internal */
+  [spendSync](id: string, cost: number, refill: QuotaRefill | null, now: number): SpendResult | null {
     const current = this.byId.get(id);
     if (!current || current.remaining === null) return null;
     const refilledAt = current.refilledAt === null ? null : current.refilledAt.getTime();
