@@ -1,6 +1,6 @@
 // keygate/postgres: the SQL key store over your own node-postgres Pool or Client, and LISTEN/NOTIFY invalidation.
 
-import { createHash } from 'node:crypto';
+import { statementNamer } from './prepared.js';
 import { ValidationError } from '../../src/errors.js';
 import {
   assertClient,
@@ -63,16 +63,7 @@ export function postgresStore(client: PostgresQueryable, options: PostgresStoreO
   );
   const prepared = options.preparedStatements ?? true;
   if (typeof prepared !== 'boolean') throw new ValidationError('preparedStatements', 'must be true or false');
-  // The store sends a small, fixed set of statement texts, so this map stays small.
-  const names = new Map<string, string>();
-  const nameOf = (text: string): string => {
-    let name = names.get(text);
-    if (name === undefined) {
-      name = `keygate_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
-      names.set(text, name);
-    }
-    return name;
-  };
+  const nameOf = statementNamer();
   return new SqlStore(
     postgresDialect,
     {

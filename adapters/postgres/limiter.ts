@@ -1,6 +1,6 @@
 // postgresLimiter: rate-limit counters in a PostgreSQL table, over your own node-postgres Pool or Client.
 
-import { createHash } from 'node:crypto';
+import { statementNamer } from './prepared.js';
 import { ValidationError } from '../../src/errors.js';
 import { assertClient, postgresDialect } from '../sql/index.js';
 import {
@@ -55,16 +55,7 @@ export function postgresLimiter(client: PostgresQueryable, options: PostgresLimi
   );
   const prepared = options.preparedStatements ?? true;
   if (typeof prepared !== 'boolean') throw new ValidationError('preparedStatements', 'must be true or false');
-  // Four statement texts per limiter: the map stays small. Named as the store names its own.
-  const names = new Map<string, string>();
-  const nameOf = (text: string): string => {
-    let name = names.get(text);
-    if (name === undefined) {
-      name = `keygate_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
-      names.set(text, name);
-    }
-    return name;
-  };
+  const nameOf = statementNamer();
   const run = async (statement: LimiterStatement, values: LimiterValues) => {
     const bound = bindValues(statement, values, postgresDialect);
     const { text } = statement;
