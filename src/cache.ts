@@ -35,8 +35,17 @@ export interface VerifyCacheOptions {
 export interface InvalidationSubscriber {
   /** The key with this id changed or was deleted: forget it. */
   invalidate(keyId: string): void;
-  /** Messages may have been lost (the connection dropped and came back): forget everything. */
+  /**
+   * The subscription is back after a loss (messages may have been missed): forget everything. The
+   * cache serves again once the instance's own heartbeat has come back over the bus.
+   */
   reset(): void;
+  /**
+   * The subscription is lost (the connection dropped): the cache is emptied and bypassed until
+   * `reset()`. A bus that cannot tell calls `reset()` instead; the instance's heartbeats then find
+   * the loss within two and a half heartbeats.
+   */
+  lost?(): void;
 }
 
 /**
@@ -44,11 +53,13 @@ export interface InvalidationSubscriber {
  * `redisInvalidation` (keygate/redis) and `postgresInvalidation` (keygate/postgres) implement it.
  */
 export interface InvalidationBus {
-  /** Announces that the key with this id changed. Resolves once the message is sent. */
+  /** Sends a message (a key id that changed, or a heartbeat) to every subscriber. Resolves once it is sent. */
   publish(keyId: string): Promise<void>;
   /**
-   * Starts delivering messages to `subscriber`, including this instance's own. Resolves once
-   * listening, with a function that stops it.
+   * Starts delivering messages to `subscriber`, including this instance's own, each message as
+   * published (besides key ids, keygate sends heartbeats and acknowledgements that start with
+   * U+0001; a key id never holds a control character). Resolves once listening, with a function
+   * that stops it.
    */
   subscribe(subscriber: InvalidationSubscriber): Promise<() => Promise<void>>;
 }

@@ -8,7 +8,8 @@ export type KeygateErrorCode =
   | 'STORE_UNAVAILABLE'
   | 'STORE_OUTCOME_UNKNOWN'
   | 'STORE_CONFLICT'
-  | 'MANAGER_CLOSED';
+  | 'MANAGER_CLOSED'
+  | 'INVALIDATION_UNCONFIRMED';
 
 /** Every code, for recognising errors from another copy of keygate. */
 const CODES: Readonly<Record<KeygateErrorCode, true>> = {
@@ -19,6 +20,7 @@ const CODES: Readonly<Record<KeygateErrorCode, true>> = {
   STORE_OUTCOME_UNKNOWN: true,
   STORE_CONFLICT: true,
   MANAGER_CLOSED: true,
+  INVALIDATION_UNCONFIRMED: true,
 };
 
 /** Base class of every error keygate throws on purpose. */
@@ -113,6 +115,36 @@ export class StoreConflictError extends KeygateError {
 export class ManagerClosedError extends KeygateError {
   constructor() {
     super('MANAGER_CLOSED', 500, 'This key manager was closed; create a new one with createKeyManager().');
+  }
+}
+
+/**
+ * A write asked to wait for every instance (`wait: true`, or `revocation.wait`) was applied, but
+ * not every instance listening on the invalidation bus said in time that it dropped the key from
+ * its verify cache. Those that did not drop it on their own: at their next bus message about it,
+ * when their subscription fails (their cache then turns off), or within `cache.ttlMs` at the
+ * latest. `result` holds what the call returns on success (the new token of a rotation among
+ * it): nothing is lost. Calling again sends the invalidation again (activate, deactivate and
+ * delete are safe to repeat). HTTP 503.
+ */
+export class InvalidationUnconfirmedError<T = unknown> extends KeygateError {
+  readonly keyId: string;
+  /** What the call returns on success: the write is done. */
+  readonly result: T;
+  /** Instances (this one left out) that had to drop the key. */
+  readonly instances: number;
+  /** How many of them did not confirm in time. */
+  readonly unanswered: number;
+  constructor(operation: string, keyId: string, result: T, outcome: { instances: number; unanswered: number; reason: string }) {
+    super(
+      'INVALIDATION_UNCONFIRMED',
+      503,
+      `${operation} of API key '${keyId}' is done, but ${outcome.unanswered} of ${outcome.instances} other instances on the invalidation bus did not confirm that they dropped it from their caches (${outcome.reason}). They drop it within cache.ttlMs at the latest. The call's result is in error.result; calling again sends the invalidation again.`,
+    );
+    this.keyId = keyId;
+    this.result = result;
+    this.instances = outcome.instances;
+    this.unanswered = outcome.unanswered;
   }
 }
 

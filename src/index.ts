@@ -3,7 +3,8 @@
 export { createKeyManager } from './manager.js';
 export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
 export type { BreakerOptions } from './breaker.js';
-export type { RateLimitsOptions } from './manager.js';
+export type { RateLimitsOptions, RevocationOptions } from './manager.js';
+export type { BusStatus } from './presence.js';
 export { memoryLimiter, slide, describe as describeWindow, RATE_LIMIT_MAX, RATE_WINDOW_MAX_MS, RATE_PRODUCT_MAX } from './rate-limit.js';
 export type {
   RateLimit,
@@ -26,6 +27,7 @@ export {
   VersionConflictError,
   StoreUnavailableError,
   StoreOutcomeUnknownError,
+  InvalidationUnconfirmedError,
   StoreConflictError,
   ManagerClosedError,
   isKeygateError,
@@ -59,6 +61,7 @@ export type {
   CreateKeyInput,
   UpdateKeyInput,
   UpdateOptions,
+  WriteOptions,
   ListOptions,
   ListResult,
   RotateOptions,

@@ -1,18 +1,19 @@
 // The writes of the key lifecycle: create, update, activate/deactivate, delete and rotate, each a compare-and-set with retries.
 
 import type { CallOptions, Deadlines } from './deadline.js';
-import { isKeygateError, KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
+import { InvalidationUnconfirmedError, isKeygateError, KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
 import type { Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import type { LastUsedBuffer } from './last-used.js';
 import type { CachedLookup } from './lookup.js';
+import type { Acknowledged } from './presence.js';
 import { parseAllowedIps } from './ip.js';
 import { checkRefill, checkRemaining } from './quota.js';
 import { checkRateLimit } from './rate-limit.js';
 import type { ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
 import { hintOf, type TokenSource } from './token.js';
-import type { ApiKey, CreateKeyInput, KeyWithToken, RotateOptions, UpdateKeyInput, UpdateOptions } from './types.js';
+import type { ApiKey, CreateKeyInput, KeyWithToken, RotateOptions, UpdateKeyInput, UpdateOptions, WriteOptions } from './types.js';
 import { checkBoolean, checkDate, checkId, checkMetadata, checkName, checkOwner, checkVersion, checkWholeNumber } from './validate.js';
 
 /** What a change returns to wait for another writer to finish: read again after a pause, like a lost race. */
@@ -42,6 +43,8 @@ export interface ManagerParts {
   readonly inDoubt: InDoubt;
   /** How long a write keeps retrying lost compare-and-set races (`storeTimeoutMs`). */
   readonly raceBudgetMs: number;
+  /** Whether writes wait for every instance's acknowledgement by default, and for how long. */
+  readonly revocation: { readonly wait: boolean; readonly timeoutMs: number };
   /** Verifies waiting for the store, which close() waits for. */
   remoteVerifies: number;
   /** Set by close() while it waits for those verifies: called when the last one ends. */
@@ -117,6 +120,7 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
   checkId(id);
   if (!changes || typeof changes !== 'object') throw new ValidationError('changes', 'must be an object of fields to change');
   const expectedVersion = checkVersion(options.expectedVersion);
+  const waitMs = waitOf(parts, options);
   // Validate everything before touching the store: a bad field changes nothing.
   const patch: Partial<KeyRecord> = {};
   if (changes.name !== undefined) patch.name = checkName(changes.name);
@@ -145,21 +149,23 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
     }
     return next;
   });
-  return changed(parts, 'updated', record);
+  return changed(parts, 'updated', record, waitMs);
 }
 
-export async function setActive(parts: ManagerParts, id: string, active: boolean): Promise<ApiKey> {
+export async function setActive(parts: ManagerParts, id: string, active: boolean, options: WriteOptions): Promise<ApiKey> {
   assertOpen(parts);
   checkId(id);
+  const waitMs = waitOf(parts, options);
   const record = await writeWithRetry(parts, id, undefined, false, (current, at) =>
     current.active === active ? null : { ...current, active, updatedAt: at, version: current.version + 1 },
   );
-  return changed(parts, active ? 'activated' : 'deactivated', record);
+  return changed(parts, active ? 'activated' : 'deactivated', record, waitMs);
 }
 
-export async function deleteKey(parts: ManagerParts, id: string): Promise<boolean> {
+export async function deleteKey(parts: ManagerParts, id: string, options: WriteOptions): Promise<boolean> {
   assertOpen(parts);
   checkId(id);
+  const waitMs = waitOf(parts, options);
   // With an unknown outcome the key may still exist: a waiting rotation confirmation stays.
   const forgotten = async (): Promise<void> => {
     parts.lastUsed.forget(id);
@@ -168,9 +174,9 @@ export async function deleteKey(parts: ManagerParts, id: string): Promise<boolea
   const existed = await write(parts, 'delete', () => parts.store.delete(id), forgotten, id);
   parts.lastUsed.forget(id);
   parts.confirmations.forget(id);
-  await parts.lookup.changed(id);
+  const outcome = await parts.lookup.changed(id, waitMs);
   if (existed) parts.listeners.emit({ type: 'deleted', keyId: id, at: new Date(parts.now()) });
-  return existed;
+  return confirmed(outcome, 'delete', id, existed);
 }
 
 /**
@@ -185,6 +191,7 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
   assertOpen(parts);
   checkId(id);
   const grace = checkWholeNumber('gracePeriodMs', options.gracePeriodMs ?? 0, { min: 0, unit: 'ms' });
+  const waitMs = waitOf(parts, options);
   const token = parts.tokens.token(parts.prefix);
   const tokenDigest = parts.digest(token);
   // A rotation of this process whose new token was delivered but whose old token's end was not
@@ -222,7 +229,9 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
     parts.listeners.emit({ type: 'rotated', keyId: id, at: staged.updatedAt });
     return { key: toApiKey(staged), token };
   }
-  return { key: await changed(parts, 'rotated', record), token };
+  const outcome = await parts.lookup.changed(id, waitMs);
+  parts.listeners.emit({ type: 'rotated', keyId: id, at: record.updatedAt });
+  return confirmed(outcome, 'rotate', id, { key: toApiKey(record), token });
 }
 
 /** What the second write of a rotation sets: the end of the old token. */
@@ -365,11 +374,32 @@ function checkQuota(parts: ManagerParts, remaining: number | null, refill: unkno
   }
 }
 
-/** After a write: drops the key from every cache, emits the event, returns the public view. */
-async function changed(parts: ManagerParts, type: 'updated' | 'activated' | 'deactivated' | 'rotated', record: KeyRecord): Promise<ApiKey> {
-  await parts.lookup.changed(record.id);
+/**
+ * After a write: drops the key from every cache (waiting `waitMs` for the other instances to say
+ * so, when given), emits the event, returns the public view.
+ */
+async function changed(
+  parts: ManagerParts,
+  type: 'updated' | 'activated' | 'deactivated',
+  record: KeyRecord,
+  waitMs: number | undefined,
+): Promise<ApiKey> {
+  const outcome = await parts.lookup.changed(record.id, waitMs);
   parts.listeners.emit({ type, keyId: record.id, at: record.updatedAt });
-  return toApiKey(record);
+  return confirmed(outcome, type === 'updated' ? 'update' : type === 'activated' ? 'activate' : 'deactivate', record.id, toApiKey(record));
+}
+
+/** How long a write waits for the other instances' acknowledgements; `undefined`: it does not wait. */
+function waitOf(parts: ManagerParts, options: WriteOptions): number | undefined {
+  const wait = options.wait ?? parts.revocation.wait;
+  if (typeof wait !== 'boolean') throw new ValidationError('wait', 'must be true or false');
+  return wait ? parts.revocation.timeoutMs : undefined;
+}
+
+/** The result of a write, or InvalidationUnconfirmedError holding it when not every instance confirmed. */
+function confirmed<T>(outcome: Acknowledged | null, operation: string, keyId: string, result: T): T {
+  if (outcome === null || outcome.reason === null) return result;
+  throw new InvalidationUnconfirmedError(operation, keyId, result, { ...outcome, reason: outcome.reason });
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   updateKey,
 } from './lifecycle.js';
 import { CachedLookup } from './lookup.js';
+import type { BusStatus } from './presence.js';
 import { QUOTA_MAX, quotaRetryAfter } from './quota.js';
 import {
   checkRateLimit,
@@ -50,6 +51,7 @@ import type {
   VerifyFailureCode,
   VerifyOptions,
   VerifyResult,
+  WriteOptions,
 } from './types.js';
 import { checkBoolean, checkId, checkOwner, checkWholeNumber, decodeCursor, encodeCursor } from './validate.js';
 
@@ -78,6 +80,30 @@ export interface RateLimitsOptions {
   failOpen?: boolean | undefined;
 }
 
+/** Acknowledged invalidation over the bus: how writes wait for the other instances. */
+export interface RevocationOptions {
+  /**
+   * Whether every write (update, activate, deactivate, rotate, delete) waits until each instance
+   * listening on the invalidation bus has dropped the key from its verify cache. A call's own
+   * `{ wait }` overrides it.
+   * @default false
+   */
+  wait?: boolean | undefined;
+  /**
+   * How long a write waits for the acknowledgements, in ms; past it, `InvalidationUnconfirmedError`
+   * (the write itself is done, and the error holds its result).
+   * @default 1000
+   */
+  timeoutMs?: number | undefined;
+  /**
+   * How often each instance publishes a heartbeat on the bus, in ms. An instance not heard from for
+   * three heartbeats is no longer waited for; one whose own heartbeats stop coming back for two and
+   * a half turns its cache off until they do. A new instance caches after one heartbeat.
+   * @default 1000
+   */
+  heartbeatMs?: number | undefined;
+}
+
 export interface KeyManagerOptions {
   /** Where keys live: `memoryStore()`, `postgresStore(pool)`, `redisStore(client)`, …. */
   store: KeyStore;
@@ -99,8 +125,14 @@ export interface KeyManagerOptions {
   pepper?: string | Uint8Array | KeyObject | undefined;
   /** Cache verify lookups in memory (see {@link VerifyCacheOptions}). @default off */
   cache?: VerifyCacheOptions | false | undefined;
-  /** Tells other instances which key changed, so their caches drop it at once. @default none */
+  /**
+   * Tells other instances which key changed, so their caches drop it. With a bus, each instance
+   * also announces itself on it (see `revocation.heartbeatMs`) and its cache answers only while its
+   * subscription is proven to work. @default none
+   */
   invalidation?: InvalidationBus | undefined;
+  /** Writes that return only once every instance dropped the key (docs/scale-out.md). @default writes do not wait */
+  revocation?: RevocationOptions | undefined;
   /**
    * Every store call is bounded; past it, `StoreUnavailableError` (for a write,
    * `StoreOutcomeUnknownError`). A write that loses a race with another writer retries for this
@@ -141,17 +173,26 @@ export interface KeyManager {
   /** Edits a key; with `expectedVersion`, only if nobody changed it since. */
   update(id: string, changes: UpdateKeyInput, options?: UpdateOptions): Promise<ApiKey>;
   /** Sets Active on: the key works again. */
-  activate(id: string): Promise<ApiKey>;
-  /** Sets Active off: every request with the key fails until it is activated. */
-  deactivate(id: string): Promise<ApiKey>;
+  activate(id: string, options?: WriteOptions): Promise<ApiKey>;
+  /**
+   * Sets Active off: every request with the key fails until it is activated. With `{ wait: true }`
+   * it returns only once every instance on the invalidation bus has dropped the key.
+   */
+  deactivate(id: string, options?: WriteOptions): Promise<ApiKey>;
   /** Deletes a key for good. Resolves `true` if it existed. */
-  delete(id: string): Promise<boolean>;
+  delete(id: string, options?: WriteOptions): Promise<boolean>;
   /** Issues a new token; the old one works for `gracePeriodMs` more (never past `expiresAt`). */
   rotate(id: string, options?: RotateOptions): Promise<KeyWithToken>;
   /** Checks a token. Never throws for a bad token; throws `StoreUnavailableError` when the store fails. */
   verify(token: unknown, options?: VerifyOptions): Promise<VerifyResult>;
   /** Writes pending `lastUsedAt` times now. */
   flush(): Promise<void>;
+  /**
+   * What this instance knows of the invalidation bus, from the heartbeats: whether its
+   * subscription works, whether its cache answers, and how many instances with a cache listen.
+   * Costs no call to the bus.
+   */
+  busStatus(): BusStatus;
   /**
    * Stops the manager: waits for verifies in flight, writes their `lastUsedAt` times with the
    * others still pending, stops background work and the bus subscription. Finishes within
@@ -185,12 +226,13 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
     get: (id) => getKey(parts, id),
     list: (query) => listKeys(parts, query ?? {}),
     update: (id, changes, updateOptions) => updateKey(parts, id, changes, updateOptions ?? {}),
-    activate: (id) => setActive(parts, id, true),
-    deactivate: (id) => setActive(parts, id, false),
-    delete: (id) => deleteKey(parts, id),
+    activate: (id, writeOptions) => setActive(parts, id, true, writeOptions ?? {}),
+    deactivate: (id, writeOptions) => setActive(parts, id, false, writeOptions ?? {}),
+    delete: (id, writeOptions) => deleteKey(parts, id, writeOptions ?? {}),
     rotate: (id, rotateOptions) => rotateKey(parts, id, rotateOptions ?? {}),
     verify: (token, verifyOptions) => verify(parts, token, verifyOptions),
     flush: () => parts.lastUsed.flush(),
+    busStatus: () => parts.lookup.status(),
     close: () => close(parts),
   };
 }
@@ -207,6 +249,7 @@ function wire(options: KeyManagerOptions): ManagerParts {
   const storeTimeoutMs = checkWholeNumber('storeTimeoutMs', options.storeTimeoutMs ?? 2000, { unit: 'ms' });
   const flushMs = checkWholeNumber('lastUsedFlushMs', options.lastUsedFlushMs ?? 1000, { unit: 'ms' });
   const listeners = new Listeners(options.onEvent, options.onError);
+  const revocation = checkRevocation(options.revocation, options.invalidation);
   const deadlines = new Deadlines(storeTimeoutMs, options.breaker);
   const parts: ManagerParts = {
     store,
@@ -217,7 +260,8 @@ function wire(options: KeyManagerOptions): ManagerParts {
     tokens: (options as { [TOKEN_SOURCE]?: TokenSource })[TOKEN_SOURCE] ?? randomTokenSource,
     now: options.now ?? Date.now,
     deadlines,
-    lookup: new CachedLookup(store, deadlines, options.cache, options.invalidation ?? null, listeners.report),
+    lookup: new CachedLookup(store, deadlines, options.cache, options.invalidation ?? null, listeners.report, revocation.heartbeatMs),
+    revocation,
     // Last-used writes are bookkeeping: they neither open the breaker nor wait for it (one runs at a time).
     lastUsed: new LastUsedBuffer(
       (entries) => deadlines.run('touch', () => store.touch(entries), { shed: false }),
@@ -597,4 +641,28 @@ async function close(parts: ManagerParts): Promise<void> {
     ].filter(Boolean);
     parts.listeners.report(new StoreUnavailableError('close', what.join('; ')));
   }
+}
+
+/** The longest delay a Node.js timer takes. */
+const TIMER_MAX_MS = 2_147_483_647;
+
+/** The `revocation` options, checked, with their defaults. */
+function checkRevocation(
+  options: RevocationOptions | undefined,
+  bus: InvalidationBus | undefined,
+): { wait: boolean; timeoutMs: number; heartbeatMs: number } {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new ValidationError('revocation', 'must be an object such as { wait: true, timeoutMs: 1000 }');
+  }
+  const o = options ?? {};
+  const wait = o.wait ?? false;
+  if (typeof wait !== 'boolean') throw new ValidationError('revocation.wait', 'must be true or false');
+  if (wait && !bus) {
+    throw new ValidationError('revocation.wait', 'needs an invalidation bus to wait on: set the invalidation option, or leave wait off');
+  }
+  return {
+    wait,
+    timeoutMs: checkWholeNumber('revocation.timeoutMs', o.timeoutMs ?? 1000, { max: TIMER_MAX_MS, unit: 'ms' }),
+    heartbeatMs: checkWholeNumber('revocation.heartbeatMs', o.heartbeatMs ?? 1000, { min: 10, max: 3_600_000, unit: 'ms' }),
+  };
 }

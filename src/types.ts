@@ -114,7 +114,19 @@ export interface UpdateKeyInput {
   refill?: QuotaRefill | null | undefined;
 }
 
-export interface UpdateOptions {
+/** Options of every write: update, activate, deactivate, rotate, delete. */
+export interface WriteOptions {
+  /**
+   * Return only once every instance listening on the invalidation bus has dropped the key from its
+   * verify cache (acknowledged over the bus), or throw `InvalidationUnconfirmedError` (which holds
+   * the result: the write is done) after `revocation.timeoutMs`. Without a bus there is nothing to
+   * wait for. See docs/scale-out.md.
+   * @default the manager's `revocation.wait` (false)
+   */
+  wait?: boolean | undefined;
+}
+
+export interface UpdateOptions extends WriteOptions {
   /** Apply the edit only if the key is still at this version; otherwise `VersionConflictError`. */
   expectedVersion?: number | undefined;
 }
@@ -141,7 +153,7 @@ export interface ListResult {
   nextCursor: string | null;
 }
 
-export interface RotateOptions {
+export interface RotateOptions extends WriteOptions {
   /** How long the old token keeps working, in ms. Never past the key's `expiresAt`. @default 0 */
   gracePeriodMs?: number | undefined;
 }

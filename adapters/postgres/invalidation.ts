@@ -119,6 +119,9 @@ class Listener {
     const client = this.client;
     if (client === null) return;
     this.client = null;
+    // Notifications sent from now on are missed: the cache stops answering until LISTEN is back.
+    if (this.subscriber.lost) this.subscriber.lost();
+    else this.subscriber.reset();
     void this.close(client);
     this.report(error);
     this.schedule();

@@ -92,15 +92,17 @@ export function redisInvalidation(options: RedisInvalidationOptions): Invalidati
 }
 
 /**
- * A subscriber connection's losses: the cache is flushed when the connection drops (messages may be
- * missed from then on), and `recovered()` is true once per loss, when the client is ready again.
+ * A subscriber connection's losses: the cache is emptied and bypassed when the connection drops
+ * (messages may be missed from then on), and `recovered()` is true once per loss, when the client
+ * is ready again.
  */
 function connectionLoss(target: InvalidationSubscriber): { lost: () => void; recovered: () => boolean } {
   let lost = false;
   return {
     lost: () => {
       lost = true;
-      target.reset();
+      if (target.lost) target.lost();
+      else target.reset();
     },
     recovered: () => {
       if (!lost) return false;

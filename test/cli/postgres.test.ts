@@ -6,7 +6,7 @@ import { createKeyManager } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
 import { randomTable } from '../stores/sql-extras.js';
 import { cliStoreSuite, unreachable } from './store-suite.js';
-import { observeSubscription } from '../support/bus.js';
+import { cacheServing, observeSubscription } from '../support/bus.js';
 
 const url = serviceUrl('postgres');
 
@@ -24,8 +24,14 @@ describe.skipIf(!url)('keygate command on PostgreSQL', () => {
       },
       server: async (channel) => {
         const { bus, subscribed } = observeSubscription(postgresInvalidation(pool, { channel }));
-        const keys = createKeyManager({ store: postgresStore(pool, { table }), cache: { ttlMs: 60_000 }, invalidation: bus });
+        const keys = createKeyManager({
+          store: postgresStore(pool, { table }),
+          cache: { ttlMs: 60_000 },
+          invalidation: bus,
+          revocation: { heartbeatMs: 100 },
+        });
         await subscribed;
+        await cacheServing(keys);
         return { verify: async (token) => (await keys.verify(token)).valid, stop: () => keys.close() };
       },
     };

@@ -7,7 +7,7 @@ import { createKeyManager } from '../../src/index.js';
 import { deletePrefix, randomPrefix } from '../support/redis.js';
 import { serviceUrl } from '../support/services.js';
 import { cliStoreSuite, unreachable } from './store-suite.js';
-import { observeSubscription } from '../support/bus.js';
+import { cacheServing, observeSubscription } from '../support/bus.js';
 import { parsed, runCli } from './support.js';
 
 const url = serviceUrl('redis');
@@ -28,8 +28,14 @@ describe.skipIf(!url)('keygate command on Redis', () => {
       server: async (channel) => {
         const subscriber = client.duplicate();
         const { bus, subscribed } = observeSubscription(redisInvalidation({ publisher: client, subscriber, channel }));
-        const keys = createKeyManager({ store: redisStore(client, { prefix }), cache: { ttlMs: 60_000 }, invalidation: bus });
+        const keys = createKeyManager({
+          store: redisStore(client, { prefix }),
+          cache: { ttlMs: 60_000 },
+          invalidation: bus,
+          revocation: { heartbeatMs: 100 },
+        });
         await subscribed;
+        await cacheServing(keys);
         return {
           verify: async (token) => (await keys.verify(token)).valid,
           stop: async () => {

@@ -7,7 +7,7 @@ import { seededTokenSource } from '../../adapters/testing/seeded.js';
 import { VerifyCache } from '../../src/cache.js';
 import { createKeyManager, ValidationError, type KeyManager, type KeyManagerOptions, type KeyStore } from '../../src/index.js';
 import { TOKEN_SOURCE } from '../../src/token.js';
-import { localBus } from '../support/bus.js';
+import { cacheServing, localBus } from '../support/bus.js';
 import { countingStore, DelegatingStore, HeldStore } from '../support/counting-store.js';
 import { forgedToken } from '../support/forged-tokens.js';
 
@@ -126,9 +126,10 @@ describe('remembered misses', () => {
     const source = seededTokenSource(seed);
     source.token('kg');
     const next = source.token('kg');
-    const a = manager(store, { ...seeded(seed), invalidation: bus });
-    const b = manager(store, { invalidation: bus });
-    await tick();
+    const a = manager(store, { ...seeded(seed), invalidation: bus, revocation: { heartbeatMs: 20 } });
+    const b = manager(store, { invalidation: bus, revocation: { heartbeatMs: 20 } });
+    await cacheServing(a);
+    await cacheServing(b);
     const { key } = await a.create({ name: 'rotating', scopes: ['all'] });
     for (const m of [a, b]) expect(await m.verify(next)).toMatchObject({ code: 'NOT_FOUND' });
     const rotated = await a.rotate(key.id);

@@ -5,7 +5,7 @@ import { memoryStore } from '../../adapters/memory/index.js';
 import { sampleRecord } from '../../adapters/testing/records.js';
 import { VerifyCache } from '../../src/cache.js';
 import { createKeyManager, ValidationError, type KeyManager, type KeyManagerOptions, type KeyStore } from '../../src/index.js';
-import { localBus } from '../support/bus.js';
+import { cacheServing, localBus } from '../support/bus.js';
 import { HeldStore as CountingStore } from '../support/counting-store.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -13,7 +13,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 const managers: KeyManager[] = [];
 function manager(store: KeyStore, options: Partial<KeyManagerOptions> = {}): KeyManager {
-  const m = createKeyManager({ store, cache: { ttlMs: 60_000 }, ...options });
+  const m = createKeyManager({ store, cache: { ttlMs: 60_000 }, revocation: { heartbeatMs: 20 }, ...options });
   managers.push(m);
   return m;
 }
@@ -217,7 +217,7 @@ describe('verify cache with an invalidation bus', () => {
     await keys.verify(token);
     expect(store.lookups).toBe(2); // not subscribed: a change elsewhere could be missed
     local.releaseSubscriptions();
-    await tick();
+    await cacheServing(keys);
     await keys.verify(token);
     await keys.verify(token);
     expect(store.lookups).toBe(3);
@@ -228,7 +228,8 @@ describe('verify cache with an invalidation bus', () => {
     const local = localBus();
     const a = manager(store, { invalidation: local.bus });
     const b = manager(store, { invalidation: local.bus });
-    await tick();
+    await cacheServing(a);
+    await cacheServing(b);
     const { key, token } = await a.create({ name: 'shared', scopes: ['all'] });
     expect((await b.verify(token)).valid).toBe(true);
     expect((await b.verify(token)).valid).toBe(true);
@@ -245,7 +246,7 @@ describe('verify cache with an invalidation bus', () => {
     const store = new CountingStore();
     const local = localBus();
     const keys = manager(store, { invalidation: local.bus });
-    await tick();
+    await cacheServing(keys);
     const created = [];
     for (let i = 0; i < 3; i++) created.push(await keys.create({ name: `r${i}`, scopes: ['all'] }));
     for (const { token } of created) await keys.verify(token);
@@ -273,10 +274,13 @@ describe('verify cache with an invalidation bus', () => {
     const store = new CountingStore();
     const local = localBus();
     const errors: unknown[] = [];
-    const keys = manager(store, { invalidation: local.bus, onError: (e) => errors.push(e) });
-    await tick();
+    // Heartbeats far apart: a failed one would be reported too, but only after two and a half.
+    const keys = manager(store, { invalidation: local.bus, onError: (e) => errors.push(e), revocation: { heartbeatMs: 1000 } });
+    await cacheServing(keys);
     const { key, token } = await keys.create({ name: 'publish fails', scopes: ['all'] });
     await keys.verify(token);
+    await keys.verify(token);
+    expect(store.lookups).toBe(1);
     local.failPublish(new Error('publish failed'));
     await expect(keys.deactivate(key.id)).resolves.toMatchObject({ active: false });
     expect(errors).toHaveLength(1);

@@ -13,6 +13,7 @@ import { build } from 'tsup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisInvalidation, redisStore } from '../../adapters/redis/index.js';
 import { createKeyManager, type KeyManager } from '../../src/index.js';
+import { cacheServing } from '../support/bus.js';
 import { serviceUrl } from '../support/services.js';
 import {
   closeRedis,
@@ -179,8 +180,10 @@ describe.skipIf(!url)('revocation across processes over Redis pub/sub', () => {
           cache: { ttlMs: TTL_MS },
           invalidation: observed.bus,
           onError: (error) => errors.push(error),
+          revocation: { heartbeatMs: 100 },
         });
         await observed.subscribed;
+        await cacheServing(a);
         b = await Instance.start(instanceFile, { url: url as string, kind: kindB, prefix, channel, ttlMs: TTL_MS });
       }, 60_000);
 

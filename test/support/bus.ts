@@ -59,3 +59,15 @@ export function localBus(): LocalBus {
     failPublish: (error: Error | null) => void (failPublish = error),
   };
 }
+
+/**
+ * Resolves once the manager's verify cache answers: with a bus, a heartbeat after it subscribed
+ * (pass a short `revocation.heartbeatMs` to keep tests quick). Rejects after `timeoutMs`.
+ */
+export async function cacheServing(keys: { busStatus(): { cacheServing: boolean } }, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!keys.busStatus().cacheServing) {
+    if (Date.now() > end) throw new Error(`the verify cache did not start answering within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
