@@ -1,7 +1,14 @@
 // The writes of the key lifecycle: create, update, activate/deactivate, delete and rotate, each a compare-and-set with retries.
 
 import type { CallOptions, Deadlines } from './deadline.js';
-import { InvalidationUnconfirmedError, isKeygateError, KeyNotFoundError, ManagerClosedError, ValidationError, VersionConflictError } from './errors.js';
+import {
+  InvalidationUnconfirmedError,
+  isKeygateError,
+  KeyNotFoundError,
+  ManagerClosedError,
+  ValidationError,
+  VersionConflictError,
+} from './errors.js';
 import type { Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import type { LastUsedBuffer } from './last-used.js';

@@ -303,7 +303,11 @@ export class BusPresence {
     if (wait.timer) clearTimeout(wait.timer);
     if (!wait.expected) {
       // Its own request never came back: no instance can be known to have heard it.
-      wait.done({ instances: this.members.size, unanswered: this.members.size, reason: reason ?? 'the request did not come back over the bus' });
+      wait.done({
+        instances: this.members.size,
+        unanswered: this.members.size,
+        reason: reason ?? 'the request did not come back over the bus',
+      });
       return;
     }
     let unanswered = 0;
