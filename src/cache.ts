@@ -43,7 +43,7 @@ export interface InvalidationSubscriber {
   /**
    * The subscription is lost (the connection dropped): the cache is emptied and bypassed until
    * `reset()`. A bus that cannot tell calls `reset()` instead; the instance's heartbeats then find
-   * the loss within two and a half heartbeats.
+   * the loss within three heartbeats.
    */
   lost?(): void;
 }

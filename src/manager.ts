@@ -97,8 +97,9 @@ export interface RevocationOptions {
   timeoutMs?: number | undefined;
   /**
    * How often each instance publishes a heartbeat on the bus, in ms. An instance not heard from for
-   * three heartbeats is no longer waited for; one whose own heartbeats stop coming back for two and
-   * a half turns its cache off until they do. A new instance caches after one heartbeat.
+   * four heartbeats is no longer waited for; one whose own heartbeats stop coming back for two turns
+   * its cache off until they do (within three, as it checks once a heartbeat: before the others
+   * stop waiting for it). A new instance caches after one heartbeat.
    * @default 1000
    */
   heartbeatMs?: number | undefined;

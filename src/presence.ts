@@ -12,6 +12,11 @@ import type { InvalidationBus } from './cache.js';
  */
 const MARK = '\u0001';
 
+/** Heartbeats without one's own coming back before the cache turns off (checked once a heartbeat). */
+const LOST_AFTER = 2;
+/** Heartbeats without a word from another instance before it is no longer waited for. */
+const GONE_AFTER = 4;
+
 /** How a write that asked for acknowledgements ended. */
 export interface Acknowledged {
   /** Caching instances (this one left out) that had to drop the key. */
@@ -28,7 +33,7 @@ export interface BusStatus {
   readonly subscribed: boolean;
   /** Whether its verify cache answers (with a bus, only while the subscription has worked for a heartbeat). */
   readonly cacheServing: boolean;
-  /** Instances with a cache heard within three heartbeats, this one included when it has a cache. */
+  /** Instances with a cache heard within four heartbeats, this one included when it has a cache. */
   readonly instances: number;
 }
 
@@ -66,7 +71,7 @@ interface Wait {
  * a heartbeat sent a full interval after the first one that came back has come back too: by then
  * every other instance has heard of this one (each answers a newcomer's first heartbeat with its
  * own), even on a bus whose messages from different senders are not in one order everywhere. When
- * its own heartbeats stop coming back for two and a half intervals, or the bus reports the
+ * its own heartbeats stop coming back for two intervals (noticed within three), or the bus reports the
  * subscription lost, the cache is emptied and bypassed until the same proof is made again.
  */
 export class BusPresence {
@@ -207,7 +212,7 @@ export class BusPresence {
   private tick(): void {
     const now = performance.now();
     this.expire(now);
-    if (this.ready && now - this.lastBack > 2.5 * this.heartbeatMs) {
+    if (this.ready && now - this.lastBack > LOST_AFTER * this.heartbeatMs) {
       this.notReady();
       this.target.report(
         new Error(
@@ -315,9 +320,13 @@ export class BusPresence {
     wait.done({ instances: wait.expected.size, unanswered, reason: unanswered === 0 ? null : reason });
   }
 
-  /** Forgets members not heard from for three heartbeats; waits stop counting on them. */
+  /**
+   * Forgets members not heard from for four heartbeats; waits stop counting on them. A member that
+   * is alive but cut off has turned its cache off by then: it checks its own heartbeats every
+   * interval and gives up after two, so within three.
+   */
   private expire(now: number): void {
-    for (const [id, m] of this.members) if (now - m.seen > 3 * this.heartbeatMs) this.gone(id);
+    for (const [id, m] of this.members) if (now - m.seen > GONE_AFTER * this.heartbeatMs) this.gone(id);
   }
 
   private becomeReady(): void {
