@@ -91,7 +91,8 @@ export interface RevocationOptions {
   wait?: boolean | undefined;
   /**
    * How long a write waits for the acknowledgements, in ms; past it, `InvalidationUnconfirmedError`
-   * (the write itself is done, and the error holds its result).
+   * (the write itself is done, and the error holds its result). Right after start-up, a write may
+   * first wait up to two heartbeats more, while the instance joins the bus.
    * @default 1000
    */
   timeoutMs?: number | undefined;
