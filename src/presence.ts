@@ -187,8 +187,8 @@ export class BusPresence {
     const seq = ++this.waitSeq;
     const result = new Promise<Acknowledged>((resolve) => {
       const wait: Wait = { keyId, expected: null, answered: new Set(), done: resolve, timer: null };
+      // Not unref'd: a script that awaits an acknowledged write must not exit in the middle of it.
       wait.timer = setTimeout(() => this.finish(seq, 'did not answer in time'), Math.max(0, deadline - performance.now()));
-      wait.timer.unref();
       this.waits.set(seq, wait);
     });
     try {
@@ -351,8 +351,8 @@ export class BusPresence {
   private untilReady(deadline: number): Promise<boolean> {
     if (this.ready) return Promise.resolve(true);
     return new Promise((resolve) => {
+      // Keeps the process alive while a write waits to join, as the wait for answers does.
       const timer = setTimeout(() => wake(), Math.max(0, deadline - performance.now()));
-      timer.unref();
       const wake = (): void => {
         clearTimeout(timer);
         this.readyWaiters.delete(wake);

@@ -10,7 +10,7 @@ import {
   StoreUnavailableError,
   type VerifyResult,
 } from '../../src/index.js';
-import { localBus } from '../support/bus.js';
+import { cacheServing, localBus } from '../support/bus.js';
 import { DelegatingStore } from '../support/counting-store.js';
 import { NETWORK_STORES, openProxiedStore, type ProxiedStore, sleep } from '../support/faults.js';
 import { serviceUrl } from '../support/services.js';
@@ -82,8 +82,8 @@ for (const kind of NETWORK_STORES) {
         invalidation: bus,
         onError: (e) => errors.push(e),
       });
-      const b = createKeyManager({ store: opened.direct, cache: { ttlMs: 60_000 }, invalidation: bus });
-      await sleep(10); // both subscribed
+      const b = createKeyManager({ store: opened.direct, cache: { ttlMs: 60_000 }, invalidation: bus, revocation: { heartbeatMs: 20 } });
+      await cacheServing(b);
       const { key, token } = await a.create({ name: `${method} ${nth}`, scopes: ['all'] });
       expect(outcome(await b.verify(token))).toBe('VALID'); // B caches it
       return { a, b, id: key.id, token, errors };

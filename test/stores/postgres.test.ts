@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postgresInvalidation, postgresSchema, postgresStore, type PostgresQueryable } from '../../adapters/postgres/index.js';
 import { createKeyManager, ValidationError, type InvalidationSubscriber } from '../../src/index.js';
 import { storeContractSuite } from '../../adapters/testing/index.js';
+import { cacheServing } from '../support/bus.js';
 import { serviceUrl } from '../support/services.js';
 import { postgresTableStore } from './sql-servers.js';
 import { describeSqlStore, randomTable, rowsAsText, type SentStatement } from './sql-extras.js';
@@ -273,12 +274,18 @@ describe.skipIf(!url)('PostgreSQL', () => {
       const channel = randomTable('kg_chan');
       const store = postgresStore(pool, { table });
       await store.migrate();
-      const options = { store, cache: { ttlMs: 600_000 }, invalidation: postgresInvalidation(pool, { channel }) };
+      const options = {
+        store,
+        cache: { ttlMs: 600_000 },
+        invalidation: postgresInvalidation(pool, { channel }),
+        revocation: { heartbeatMs: 50 },
+      };
       const a = createKeyManager(options);
       const b = createKeyManager({ ...options, invalidation: postgresInvalidation(pool, { channel }) });
       try {
         const { key, token } = await a.create({ name: 'cached', scopes: ['all'] });
-        // b caches the key once its subscription is up.
+        // b caches the key once its subscription is up and proven.
+        await cacheServing(b);
         await eventually(async () => (await b.verify(token)).valid);
         await b.verify(token);
         await a.deactivate(key.id);
