@@ -1,7 +1,7 @@
 // Runs keygate's benchmarks: `npm run bench` (full, under 15 min) or `npm run bench -- --quick` (smoke, under 2 min).
 // Installs bench/'s own dependencies and builds the library when missing, runs each case in its own process,
 // prints a Markdown table and writes bench/results/latest.json (latest-quick.json, latest[-quick]-partial.json for the others).
-// Options: --quick, --only=verify-memory,stores,failure-timing,peer,http,heap. KEYGATE_BENCH_DIST=<dir> measures another build than dist/.
+// Options: --quick, --only=verify-memory,stores,rate-limits,failure-timing,propagation,peer,http,heap. KEYGATE_BENCH_DIST=<dir> measures another build than dist/.
 
 import { execFileSync, fork } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -24,6 +24,7 @@ const CASES = [
   { name: 'stores', title: 'Verify on SQL and Redis stores, without and with the cache' },
   { name: 'rate-limits', title: 'Rate limits and quotas: what they add to a verify' },
   { name: 'failure-timing', title: 'Refusing unknown, inactive and rotated-out tokens: the time a client could compare' },
+  { name: 'propagation', title: 'Revocation across two processes, without and with waiting' },
   { name: 'peer', title: "better-auth's api-key plugin" },
   { name: 'http', title: 'HTTP guards' },
   { name: 'heap', title: 'Heap per key', execArgv: ['--expose-gc', '--max-old-space-size=4096'] },
