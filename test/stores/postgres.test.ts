@@ -205,8 +205,13 @@ describe.skipIf(!url)('PostgreSQL', () => {
     const recorder = () => {
       const seen: string[] = [];
       let resets = 0;
-      const subscriber: InvalidationSubscriber = { invalidate: (id) => void seen.push(id), reset: () => void resets++ };
-      return { subscriber, seen, resets: () => resets };
+      let losses = 0;
+      const subscriber: InvalidationSubscriber = {
+        invalidate: (id) => void seen.push(id),
+        reset: () => void resets++,
+        lost: () => void losses++,
+      };
+      return { subscriber, seen, resets: () => resets, losses: () => losses };
     };
 
     it('delivers a published key id to every subscriber, its own included', async () => {
@@ -242,7 +247,7 @@ describe.skipIf(!url)('PostgreSQL', () => {
       expect(r.seen).toEqual([]);
     });
 
-    it('reconnects after the LISTEN connection is killed, then resets the cache once', async () => {
+    it('reports the LISTEN connection lost when it is killed, reconnects, then resets the cache once', async () => {
       const channel = randomTable('kg_chan');
       const pids: number[] = [];
       const errors: unknown[] = [];
@@ -260,12 +265,14 @@ describe.skipIf(!url)('PostgreSQL', () => {
       const stop = await bus.subscribe(r.subscriber);
       expect(r.resets()).toBe(0);
       await pool.query('SELECT pg_terminate_backend($1)', [pids[0]]);
+      await eventually(() => r.losses() === 1);
       await eventually(() => r.resets() === 1);
       expect(pids).toHaveLength(2);
       expect(errors.length).toBeGreaterThan(0);
       await bus.publish('after-reconnect');
       await eventually(() => r.seen.includes('after-reconnect'));
       expect(r.resets()).toBe(1);
+      expect(r.losses()).toBe(1);
       await stop();
     });
 
