@@ -25,12 +25,13 @@ const TRIALS = 510;
 const BASELINE_TRIALS = 100;
 /** Long enough that only an invalidation, never the expiry of a cache entry, can explain a refusal. */
 const TTL_MS = 120_000;
-const HEARTBEAT_MS = 250;
+const HEARTBEAT_MS = 500;
 /**
- * How long A waits for acknowledgements: under the three heartbeats after which a silent instance
- * is no longer waited for, so that a killed one shows as unanswered rather than forgotten.
+ * How long A waits for acknowledgements: well under the two heartbeats that pass at least between
+ * a kill and the moment the killed instance, silent for three, is no longer waited for, so that it
+ * shows as unanswered rather than forgotten; and far above the slowest acknowledged call measured.
  */
-const ACK_TIMEOUT_MS = 300;
+const ACK_TIMEOUT_MS = 600;
 const REPLY_TIMEOUT_MS = 15_000;
 
 const suffix = randomBytes(5).toString('hex');
