@@ -21,7 +21,7 @@ const TTL_MS = 120_000;
 const HEARTBEAT_MS = 100;
 const TRIALS = 102;
 const FREEZES = 5;
-/** How soon a blackholed subscription must turn the cache off: 2.5 heartbeats, a tick, and slack for a busy machine. */
+/** How soon a blackholed subscription must turn the cache off: two heartbeats, a tick, and slack for a busy machine. */
 const FREEZE_BOUND_MS = 3 * HEARTBEAT_MS + 500;
 
 const suffix = randomBytes(5).toString('hex');
