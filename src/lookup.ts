@@ -49,12 +49,13 @@ export class CachedLookup {
   /** The record if it is known without waiting (`null`: known not to exist), else `undefined`. */
   known(digest: string): KeyRecord | null | undefined {
     if (this.findNow) return this.findNow(digest);
-    return this.live ? (this.cache as VerifyCache).get(digest) : undefined;
+    if (!this.live || (this.presence !== null && !this.presence.fresh())) return undefined;
+    return (this.cache as VerifyCache).get(digest);
   }
 
   /** Asks the store, within the deadline, and caches the answer unless the key changed meanwhile. */
   async remote(digest: string): Promise<KeyRecord | null> {
-    const cache = this.live ? this.cache : null;
+    const cache = this.live && (this.presence === null || this.presence.fresh()) ? this.cache : null;
     const epoch = cache ? cache.begin() : 0;
     const record = await this.deadlines.run('findByDigest', () => this.store.findByDigest(digest));
     cache?.set(digest, record, epoch);
@@ -94,7 +95,7 @@ export class CachedLookup {
   async close(): Promise<void> {
     this.closed = true;
     this.live = false;
-    if (this.presence) await this.presence.stop();
+    this.presence?.stop();
     if (this.unsubscribe) await this.unsubscribe().catch(this.report);
     this.cache?.clear();
   }

@@ -6,9 +6,10 @@ import type { InvalidationBus } from './cache.js';
 
 /**
  * Besides plain key ids (which never hold a control character), the bus carries messages that
- * start with this mark: `h` a heartbeat of an instance with a cache, `p` one of an instance
- * without (only it reads its own, to know its subscription works), `b` an instance leaving,
- * `r` an invalidation to acknowledge, `a` an acknowledgement.
+ * start with this mark: `h` a heartbeat of an instance with a cache, `j` one of an instance with a
+ * cache that is joining (every other one answers with its own at once), `p` one of an instance
+ * without a cache (only it reads its own, to know its subscription works), `b` an instance
+ * leaving, `r` an invalidation to acknowledge, `a` an acknowledgement.
  */
 const MARK = '\u0001';
 
@@ -84,11 +85,13 @@ export class BusPresence {
   private ready = false;
   /** Send time of the first own heartbeat back since the last loss; -1 before that. */
   private joinSent = -1;
-  /** When an own heartbeat last came back; -1 never. */
-  private lastBack = -1;
+  /** The send time of the newest own heartbeat that came back; -1 none since the last loss. */
+  private freshSent = -1;
   private beat = 0;
   private readonly sentAt = new Map<number, number>();
   private heartbeatPending = false;
+  /** A heartbeat was asked for while one was on its way: send it once that one is. */
+  private heartbeatAgain = false;
   private waitSeq = 0;
   private readonly waits = new Map<number, Wait>();
   private readonly readyWaiters = new Set<() => void>();
@@ -140,21 +143,34 @@ export class BusPresence {
       return;
     }
     const [, kind, from = '', second = '', ...rest] = message.split(MARK);
+    // Anything malformed is ignored: a message from nobody, or with no number, names no instance.
+    if (from === '') return;
+    const n = Number(second);
     switch (kind) {
       case 'h':
+      case 'j':
       case 'p':
-        this.heard(kind, from, Number(second));
+        if (Number.isSafeInteger(n)) this.heard(kind, from, n);
         break;
       case 'b':
         this.gone(from);
         break;
       case 'r':
-        this.request(from, second, rest.join(MARK));
+        if (Number.isSafeInteger(n) && rest.length > 0) this.request(from, n, rest.join(MARK));
         break;
       case 'a':
-        if (from === this.id) this.answer(Number(second), rest[0] ?? '');
+        if (from === this.id && Number.isSafeInteger(n) && rest[0]) this.answer(n, rest[0]);
         break;
     }
+  }
+
+  /**
+   * Whether one of this instance's own heartbeats, sent less than two intervals ago, has come back:
+   * checked on every cached answer too, so that after a stalled event loop or a lagging
+   * subscription the cache does not answer before the timer has noticed.
+   */
+  fresh(): boolean {
+    return performance.now() - this.freshSent <= LOST_AFTER * this.heartbeatMs;
   }
 
   status(cacheServing: boolean): BusStatus {
@@ -168,22 +184,27 @@ export class BusPresence {
    * the result. The key must already be out of this instance's cache.
    */
   async confirm(keyId: string, timeoutMs: number): Promise<Acknowledged> {
+    const closed: Acknowledged = { instances: this.members.size, unanswered: this.members.size, reason: 'the manager was closed' };
+    if (this.stopped) return closed;
     if (!this.probing && !this.member) {
       this.probing = true;
       this.beating();
     }
     // Joining takes a heartbeat or two by design: right after start-up, that is not the others' delay.
-    const joined = this.ready || (await this.untilReady(performance.now() + timeoutMs + 2 * this.heartbeatMs));
-    if (!joined) {
-      return {
-        instances: this.members.size,
-        unanswered: this.members.size,
-        reason: this.subscribed
-          ? `this instance's own heartbeats did not come back over the bus, so it knows of no instance for sure`
-          : `this instance's subscription to the invalidation bus is down, so it can hear no acknowledgement`,
-      };
+    let deadline = performance.now() + timeoutMs;
+    if (!this.ready) {
+      deadline += 2 * this.heartbeatMs;
+      if (!(await this.untilReady(deadline))) {
+        if (this.stopped) return closed;
+        return {
+          instances: this.members.size,
+          unanswered: this.members.size,
+          reason: this.subscribed
+            ? `this instance's own heartbeats did not come back over the bus, so it knows of no instance for sure`
+            : `this instance's subscription to the invalidation bus is down, so it can hear no acknowledgement`,
+        };
+      }
     }
-    const deadline = performance.now() + timeoutMs;
     const seq = ++this.waitSeq;
     const result = new Promise<Acknowledged>((resolve) => {
       const wait: Wait = { keyId, expected: null, answered: new Set(), done: resolve, timer: null };
@@ -191,34 +212,39 @@ export class BusPresence {
       wait.timer = setTimeout(() => this.finish(seq, 'did not answer in time'), Math.max(0, deadline - performance.now()));
       this.waits.set(seq, wait);
     });
-    try {
-      // The plain id first, for instances that know no acknowledgements.
-      await this.bus.publish(keyId);
-      await this.bus.publish(`${MARK}r${MARK}${this.id}${MARK}${seq}${MARK}${keyId}`);
-    } catch (error) {
-      this.finish(seq, `publishing failed: ${error instanceof Error ? error.message : String(error)}`);
-    }
+    // Not awaited: a publish that hangs (a client queueing while it reconnects) must not hold the
+    // write past its deadline; the timer ends the wait. The plain id first, for instances that
+    // know no acknowledgements.
+    this.send(keyId)
+      .then(() => this.send(`${MARK}r${MARK}${this.id}${MARK}${seq}${MARK}${keyId}`))
+      .catch((error: unknown) => this.finish(seq, `publishing failed: ${error instanceof Error ? error.message : String(error)}`));
     return result;
   }
 
-  /** Says goodbye on the bus (best effort), stops the heartbeats and ends every wait. */
-  async stop(): Promise<void> {
+  /** Says goodbye on the bus (best effort, not awaited), stops the heartbeats and ends every wait. */
+  stop(): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const seq of [...this.waits.keys()]) this.finish(seq, 'the manager was closed');
+    for (const wake of [...this.readyWaiters]) wake();
+    if (this.member && this.subscribed) this.send(`${MARK}b${MARK}${this.id}`).catch(() => {});
     this.notReady();
-    if (this.member && this.subscribed) await this.bus.publish(`${MARK}b${MARK}${this.id}`).catch(() => {});
+  }
+
+  /** Publishes, turning a bus that throws or returns no promise into a rejected promise. */
+  private send(message: string): Promise<void> {
+    return Promise.resolve().then(() => this.bus.publish(message));
   }
 
   private tick(): void {
     const now = performance.now();
     this.expire(now);
-    if (this.ready && now - this.lastBack > LOST_AFTER * this.heartbeatMs) {
+    if (this.ready && !this.fresh()) {
       this.notReady();
       this.target.report(
         new Error(
-          `the invalidation bus delivers no message: this instance's own heartbeat has not come back for ${Math.round(now - this.lastBack)} ms, so its verify cache is off until it does`,
+          `the invalidation bus delivers no message: none of this instance's own heartbeats sent in the last ${LOST_AFTER * this.heartbeatMs} ms has come back, so its verify cache is off until one does`,
         ),
       );
     }
@@ -226,43 +252,51 @@ export class BusPresence {
   }
 
   private heartbeat(): void {
-    if (this.stopped || !this.subscribed || this.heartbeatPending) return;
+    if (this.stopped || !this.subscribed) return;
+    if (this.heartbeatPending) {
+      this.heartbeatAgain = true;
+      return;
+    }
     const n = ++this.beat;
     this.sentAt.set(n, performance.now());
     // Keep only the send times a late heartbeat could still need.
     this.sentAt.delete(n - 8);
     this.heartbeatPending = true;
-    this.bus.publish(`${MARK}${this.member ? 'h' : 'p'}${MARK}${this.id}${MARK}${n}`).then(
-      () => {
-        this.heartbeatPending = false;
-      },
-      () => {
-        // Shown by the heartbeat not coming back; reported then, once, rather than every interval.
-        this.heartbeatPending = false;
-      },
-    );
+    // `j`: joining, so every member answers with its own at once, whether it knew this one or not.
+    const kind = this.member ? (this.ready ? 'h' : 'j') : 'p';
+    const sent = (): void => {
+      this.heartbeatPending = false;
+      if (!this.heartbeatAgain) return;
+      this.heartbeatAgain = false;
+      this.heartbeat();
+    };
+    // A failure shows as the heartbeat not coming back; reported then, once, not every interval.
+    this.send(`${MARK}${kind}${MARK}${this.id}${MARK}${n}`).then(sent, sent);
   }
 
   private heard(kind: string, from: string, n: number): void {
     const now = performance.now();
     if (from === this.id) {
-      this.lastBack = now;
+      // Only a heartbeat sent since the last loss counts (its send time is forgotten at a loss).
       const sent = this.sentAt.get(n);
       if (sent === undefined || !this.subscribed) return;
+      if (sent > this.freshSent) this.freshSent = sent;
       if (this.joinSent < 0) this.joinSent = sent;
       // A full interval apart, but for the slack of the interval timer (libuv counts whole ms).
       else if (!this.ready && sent - this.joinSent >= this.heartbeatMs * 0.9) this.becomeReady();
       return;
     }
-    if (kind !== 'h') return;
+    if (kind === 'p') return;
     const known = this.members.get(from);
-    if (known) {
-      known.seen = now;
-      return;
+    if (known) known.seen = now;
+    else {
+      // Instances that crashed said no goodbye: forget them before counting a new one, even on an
+      // instance without a cache, whose timer does not run.
+      this.expire(now);
+      this.members.set(from, { seen: now, since: this.received });
     }
-    this.members.set(from, { seen: now, since: this.received });
-    // A newcomer learns of this instance at once, not a heartbeat later.
-    if (this.member) this.heartbeat();
+    // A newcomer (or an instance back after a loss) learns of this one at once, not a heartbeat later.
+    if ((kind === 'j' || !known) && this.member) this.heartbeat();
   }
 
   private gone(from: string): void {
@@ -274,8 +308,7 @@ export class BusPresence {
   }
 
   /** Another instance's (or this one's own) invalidation to acknowledge. */
-  private request(from: string, seqText: string, keyId: string): void {
-    const seq = Number(seqText);
+  private request(from: string, seq: number, keyId: string): void {
     if (from === this.id) {
       const wait = this.waits.get(seq);
       if (!wait || wait.expected) return;
@@ -287,7 +320,7 @@ export class BusPresence {
     }
     this.target.invalidate(keyId);
     if (!this.member) return;
-    this.bus.publish(`${MARK}a${MARK}${from}${MARK}${seqText}${MARK}${this.id}`).catch(this.target.report);
+    this.send(`${MARK}a${MARK}${from}${MARK}${seq}${MARK}${this.id}`).catch(this.target.report);
   }
 
   private answer(seq: number, from: string): void {
@@ -342,6 +375,9 @@ export class BusPresence {
     const was = this.ready;
     this.ready = false;
     this.joinSent = -1;
+    this.freshSent = -1;
+    // A heartbeat on its way now proves nothing about the subscription to come.
+    this.sentAt.clear();
     if (was || this.member) {
       this.target.serving(false);
       this.target.clear();

@@ -104,7 +104,8 @@ async function instance(
     ...options,
   });
   managers.push(keys);
-  const tap = await bus.tap;
+  // A test's own bus (wrapping one of the hub's) carries the tap of the one it wraps.
+  const tap = await ((options.invalidation as { tap?: Promise<Tap> } | undefined)?.tap ?? bus.tap);
   if (options.cache !== false) await cacheServing(keys);
   return { keys, tap, errors };
 }
@@ -220,7 +221,7 @@ describe('acknowledged invalidation', () => {
     const store = new CountingStore();
     const admin = await instance(hub, store, { cache: false });
     const server = await instance(hub, store);
-    expect(hub.published.some((m) => m.startsWith('\u0001h\u0001'))).toBe(true);
+    expect(hub.published.some((m) => /^\u0001[hj]\u0001/.test(m))).toBe(true);
     const fromAdmin = () => hub.published.filter((m) => m.startsWith('\u0001p\u0001')).length;
     expect(fromAdmin()).toBe(0);
     // It hears the server's heartbeats, and is not one of the instances with a cache itself.
@@ -306,7 +307,7 @@ describe('a lost bus turns the cache off', () => {
       await sleep(5);
     }
     expect(performance.now() - started).toBeLessThan(HEARTBEAT_MS * 4 + 200);
-    expect(String(b.errors[0])).toContain('heartbeat has not come back');
+    expect(String(b.errors[0])).toContain('heartbeats sent in the last');
     await a.keys.deactivate(key.id);
     expect(await b.keys.verify(token)).toMatchObject({ code: 'INACTIVE' });
     b.tap.dropping = false;
@@ -325,5 +326,51 @@ describe('a lost bus turns the cache off', () => {
     const before = store.lookups;
     await b.keys.verify(token);
     expect(store.lookups).toBe(before + 1);
+  });
+});
+
+describe('a bus that hangs never holds a write or close() up', () => {
+  /** A's bus: every publish but heartbeats never settles once `hang` is set. */
+  function hanging(hub: Hub): { bus: InvalidationBus & { tap: Promise<Tap> }; hang: () => void } {
+    const inner = hub.bus();
+    let hang = false;
+    return {
+      hang: () => void (hang = true),
+      bus: {
+        tap: inner.tap,
+        publish: (message) => (hang && !/^\u0001[hjp]\u0001/.test(message) ? new Promise<void>(() => {}) : inner.publish(message)),
+        subscribe: (subscriber) => inner.subscribe(subscriber),
+      },
+    };
+  }
+
+  it('an acknowledged write whose publish hangs ends at its timeout', async () => {
+    const hub = new Hub();
+    const store = new CountingStore();
+    const { bus, hang } = hanging(hub);
+    const a = await instance(hub, store, { invalidation: bus, revocation: { heartbeatMs: HEARTBEAT_MS, timeoutMs: 200 } });
+    await instance(hub, store);
+    const { key } = await a.keys.create({ name: 'hung', scopes: ['all'] });
+    hang();
+    const started = performance.now();
+    await expect(a.keys.deactivate(key.id, { wait: true })).rejects.toBeInstanceOf(InvalidationUnconfirmedError);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it('close() stops listening even when the goodbye never leaves, and a write caught by close() ends at once', async () => {
+    const hub = new Hub();
+    const store = new CountingStore();
+    const { bus, hang } = hanging(hub);
+    const a = await instance(hub, store, { invalidation: bus, revocation: { heartbeatMs: HEARTBEAT_MS, timeoutMs: 60_000 } });
+    const { key } = await a.keys.create({ name: 'closing', scopes: ['all'] });
+    expect(hub.taps).toHaveLength(1);
+    hang();
+    const write = a.keys.deactivate(key.id, { wait: true }).catch((error: unknown) => error);
+    await sleep(20);
+    const started = performance.now();
+    await a.keys.close();
+    expect(await write).toMatchObject({ code: 'INVALIDATION_UNCONFIRMED', message: expect.stringContaining('closed') });
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(hub.taps).toHaveLength(0);
   });
 });
