@@ -245,6 +245,7 @@ async function subscribeIoRedisCluster(
   let stopped = false;
   let watched: Emitter | null = null;
   let retry: ReturnType<typeof setTimeout> | undefined;
+  let losses = 0;
   const onMessage = (from: string, keyId: string): void => {
     if (from === channel) target.invalidate(keyId);
   };
@@ -259,11 +260,13 @@ async function subscribeIoRedisCluster(
     retry = undefined;
     if (stopped) return;
     if (sub.status !== 'ready') return; // 'ready' comes back and takes it from there
+    const at = losses;
     sub.subscribe(channel).then(
       () => {
         if (stopped) return;
         watchConnection();
-        if (loss.recovered()) target.reset();
+        // A loss since this SUBSCRIBE was sent has scheduled the next one, which flushes.
+        if (losses === at && loss.recovered()) target.reset();
       },
       () => {
         if (!stopped && retry === undefined) retry = setTimeout(resubscribe, 500);
@@ -271,6 +274,7 @@ async function subscribeIoRedisCluster(
     );
   };
   function onLost(): void {
+    losses++;
     loss.lost();
     if (!stopped && retry === undefined) retry = setTimeout(resubscribe, 0);
   }
@@ -309,9 +313,10 @@ async function subscribeIoRedisCluster(
  * A node-redis cluster (5, 6) subscribes over one client to one node; it reconnects that client,
  * or moves it to another node when the topology changes, and subscribes again by itself. Any node
  * reconnecting or disconnecting counts as a loss (the events do not say which client is the pub/sub
- * one). Once a node is ready again, a SUBSCRIBE of the bus's own (with a listener that does
- * nothing, removed at once) resolves only after the pub/sub client is connected and subscribed
- * again; then the cache is flushed.
+ * one, and node-redis 5 says `node-ready` only once per client). At each loss the bus sends a
+ * SUBSCRIBE of its own (with a listener that does nothing, removed at once): the cluster answers
+ * it only once its pub/sub client is connected and subscribed again, and then the cache is
+ * flushed, unless another loss came in the meantime, which sends the next one.
  */
 async function subscribeNodeRedisCluster(
   sub: NodeRedisClusterSubscriberLike,
@@ -320,27 +325,42 @@ async function subscribeNodeRedisCluster(
 ): Promise<() => Promise<void>> {
   const loss = connectionLoss(target);
   let stopped = false;
+  let losses = 0;
+  let probing = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
   const listener = (keyId: string): void => target.invalidate(keyId);
   const probe = (): void => {};
-  const onLost = loss.lost;
-  const onReady = (): void => {
-    if (!loss.recovered()) return;
+  const confirm = (): void => {
+    retry = undefined;
+    if (probing || stopped) return;
+    probing = true;
+    const at = losses;
     sub.subscribe(channel, probe).then(
       () => {
+        probing = false;
         sub.unsubscribe(channel, probe).catch(() => {});
-        if (!stopped) target.reset();
+        if (stopped) return;
+        if (losses !== at) confirm();
+        else if (loss.recovered()) target.reset();
       },
-      () => onLost(),
+      () => {
+        probing = false;
+        if (!stopped && retry === undefined) retry = setTimeout(confirm, 500);
+      },
     );
+  };
+  const onLost = (): void => {
+    losses++;
+    loss.lost();
+    confirm();
   };
   sub.on('node-reconnecting', onLost);
   sub.on('node-disconnect', onLost);
-  sub.on('node-ready', onReady);
   const detach = (): void => {
     stopped = true;
+    if (retry !== undefined) clearTimeout(retry);
     sub.removeListener('node-reconnecting', onLost);
     sub.removeListener('node-disconnect', onLost);
-    sub.removeListener('node-ready', onReady);
   };
   try {
     await sub.subscribe(channel, listener);

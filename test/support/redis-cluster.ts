@@ -38,7 +38,13 @@ export interface IoClusterOptions {
   slotsRefreshTimeout?: number;
   slotsRefreshInterval?: number;
   clusterRetryStrategy?: (times: number) => number | null;
-  redisOptions?: { maxRetriesPerRequest?: number | null; connectTimeout?: number; commandTimeout?: number; keyPrefix?: string };
+  redisOptions?: {
+    maxRetriesPerRequest?: number | null;
+    connectTimeout?: number;
+    commandTimeout?: number;
+    keyPrefix?: string;
+    connectionName?: string;
+  };
 }
 
 /** The root nodes of a cluster URL list (`redis://h:p,redis://h:p`). */
@@ -73,6 +79,7 @@ export async function connectCluster(
   urls: readonly string[],
   errors: unknown[] = [],
   ioOptions: IoClusterOptions = {},
+  nodeDefaults: { name?: string } = {},
 ): Promise<AnyRedisCluster> {
   if (kind.startsWith('ioredis@')) {
     const cluster = newIoCluster(kind, urls, ioOptions);
@@ -80,7 +87,7 @@ export async function connectCluster(
     await cluster.connect();
     return cluster;
   }
-  const options = { rootNodes: urls.map((url) => ({ url })) };
+  const options = { rootNodes: urls.map((url) => ({ url })), defaults: nodeDefaults };
   const cluster = (
     kind === 'node-redis@6' ? createCluster6(options) : kind === 'node-redis@5' ? createCluster5(options) : createCluster4(options)
   ) as NodeRedisCluster;
