@@ -22,8 +22,8 @@ export interface IoRedisClientLike {
 /**
  * The part of a node-redis client (`createClient()`) that keygate uses, alike in the supported
  * majors: `redis` 4.6+, 5 and 6 (6 speaks RESP3 by default; `RESP: 2` or `3` both work). A
- * cluster (`createCluster()`) has another `sendCommand` and is not supported. Declared here so
- * that keygate does not depend on redis.
+ * cluster (`createCluster()`) is a {@link NodeRedisClusterLike}. Declared here so that keygate
+ * does not depend on redis.
  */
 export interface NodeRedisClientLike {
   /** `true` while connected and ready for commands. */
@@ -32,8 +32,27 @@ export interface NodeRedisClientLike {
   sendCommand(args: string[]): Promise<unknown>;
 }
 
-/** An ioredis or node-redis client, as created and connected by the application. */
-export type RedisClientLike = IoRedisClientLike | NodeRedisClientLike;
+/**
+ * The part of a node-redis cluster client (`createCluster()`, `redis` 4.6+, 5 and 6) that keygate
+ * uses. Told apart from a single client by `getSlotMaster`. Declared here so that keygate does
+ * not depend on redis.
+ */
+export interface NodeRedisClusterLike {
+  /** `true` from `connect()` until `disconnect()`/`close()`. */
+  readonly isOpen: boolean;
+  /** node-redis 6 only: `true` once the slots are known and the cluster is serving commands. */
+  readonly isReady?: boolean;
+  /**
+   * Sends one command, name first, to the primary serving the slot of `firstKey` (a random node
+   * when `undefined`); keygate always passes `isReadonly: false`, so nothing is read from a replica.
+   */
+  sendCommand(firstKey: string | undefined, isReadonly: boolean | undefined, args: string[]): Promise<unknown>;
+  /** The primary of a slot (only used to recognise a cluster client). */
+  getSlotMaster(slot: number): unknown;
+}
+
+/** An ioredis client or cluster, or a node-redis client or cluster, as created and connected by the application. */
+export type RedisClientLike = IoRedisClientLike | NodeRedisClientLike | NodeRedisClusterLike;
 
 /** Sends one command; rejects at once, without queueing, when the client is not ready. */
 export type SendCommand = (operation: string, args: string[]) => Promise<unknown>;
@@ -43,21 +62,62 @@ function isIoRedis(client: object): client is IoRedisClientLike {
   return typeof c.call === 'function' && typeof c.status === 'string';
 }
 
+/** A node-redis cluster: `sendCommand` takes a routing key first, and it has slots. Checked before {@link isNodeRedis} (node-redis 6 clusters have `isReady` too). */
+function isNodeRedisCluster(client: object): client is NodeRedisClusterLike {
+  const c = client as Partial<NodeRedisClusterLike>;
+  return typeof c.sendCommand === 'function' && typeof c.getSlotMaster === 'function' && typeof c.isOpen === 'boolean';
+}
+
 function isNodeRedis(client: object): client is NodeRedisClientLike {
   const c = client as Partial<NodeRedisClientLike>;
   return typeof c.sendCommand === 'function' && typeof c.isReady === 'boolean';
 }
 
 /** Which kind of client this is, or a ValidationError naming `field`. */
-export function clientKind(client: unknown, field: string): 'ioredis' | 'node-redis' {
+export function clientKind(client: unknown, field: string): 'ioredis' | 'node-redis' | 'node-redis-cluster' {
   if (client !== null && typeof client === 'object') {
     if (isIoRedis(client)) return 'ioredis';
+    if (isNodeRedisCluster(client)) return 'node-redis-cluster';
     if (isNodeRedis(client)) return 'node-redis';
   }
   throw new ValidationError(
     field,
-    'must be an ioredis client (new Redis(url)) or a node-redis client (createClient({ url }), connected with await client.connect())',
+    'must be an ioredis client (new Redis(url) or new Cluster(nodes)) or a node-redis client (createClient({ url }) or createCluster({ rootNodes }), connected with await client.connect())',
   );
+}
+
+/**
+ * The key a node-redis cluster routes a command by: the first key of a script (EVAL, EVALSHA:
+ * `[name, script, numkeys, key1, …]`), none for PUBLISH (any node relays it to the whole
+ * cluster), else the first argument (HMGET). The store and limiter send nothing else.
+ */
+function firstKeyOf(args: readonly string[]): string | undefined {
+  const name = (args[0] ?? '').toUpperCase();
+  if (name === 'EVAL' || name === 'EVALSHA' || name === 'EVAL_RO' || name === 'EVALSHA_RO' || name === 'FCALL' || name === 'FCALL_RO') {
+    return Number(args[2]) > 0 ? args[3] : undefined;
+  }
+  if (name === 'PUBLISH') return undefined;
+  return args[1];
+}
+
+/** The key prefixes a client was created with: its own, and the per-node ones of a cluster. */
+function keyPrefixesOf(client: RedisClientLike): unknown[] {
+  const c = client as {
+    options?: { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } | null } | null;
+    _options?: { keyPrefix?: unknown; defaults?: { keyPrefix?: unknown } | null } | null;
+  };
+  const found: unknown[] = [];
+  // ioredis Redis and Cluster, node-redis 6 client: options.keyPrefix; ioredis Cluster also
+  // keeps the nodes' options (redisOptions); node-redis 5/6 clusters keep theirs in _options.
+  if (c.options !== null && typeof c.options === 'object') {
+    found.push(c.options.keyPrefix);
+    if (c.options.redisOptions !== null && typeof c.options.redisOptions === 'object') found.push(c.options.redisOptions.keyPrefix);
+  }
+  if (isNodeRedisCluster(client) && c._options !== null && typeof c._options === 'object') {
+    found.push(c._options.keyPrefix);
+    if (c._options.defaults !== null && typeof c._options.defaults === 'object') found.push(c._options.defaults.keyPrefix);
+  }
+  return found;
 }
 
 /**
@@ -70,9 +130,11 @@ export function clientKind(client: unknown, field: string): 'ioredis' | 'node-re
  * and `ownPrefix` name it in the message.
  */
 export function refuseKeyPrefix(client: RedisClientLike, factory: 'redisStore' | 'redisLimiter', ownPrefix: string): void {
-  const options = (client as { options?: { keyPrefix?: unknown } }).options;
-  const keyPrefix = options !== null && typeof options === 'object' ? options.keyPrefix : undefined;
-  const text = typeof keyPrefix === 'string' ? keyPrefix : Buffer.isBuffer(keyPrefix) ? keyPrefix.toString() : '';
+  let text = '';
+  for (const keyPrefix of keyPrefixesOf(client)) {
+    text = typeof keyPrefix === 'string' ? keyPrefix : Buffer.isBuffer(keyPrefix) ? keyPrefix.toString() : '';
+    if (text !== '') break;
+  }
   if (text === '') return;
   const what = factory === 'redisStore' ? 'the Redis store' : 'the Redis rate limiter';
   const breaks =
@@ -86,10 +148,16 @@ export function refuseKeyPrefix(client: RedisClientLike, factory: 'redisStore' |
 }
 
 /**
- * One function that sends a command over either client. A client that is not ready (connecting,
+ * One function that sends a command over any client. A client that is not ready (connecting,
  * setting up, reconnecting, closed) makes the call reject at once: commands never pile up in the
  * client's offline queue while Redis is away. An ioredis client created with `lazyConnect` and
  * not yet connected (`status: 'wait'`) is let through: its first command opens the connection.
+ *
+ * A cluster counts as a whole: an ioredis `Cluster` by its `status` (`'ready'` once it knows the
+ * slots), a node-redis cluster by `isReady` (node-redis 6) or `isOpen` (4, 5, which have no
+ * `isReady`). A command to a primary that fails while the cluster as a whole is ready is the
+ * cluster client's to retry or reject (ioredis `retryDelayOnFailover`, node-redis redirections). A
+ * node-redis cluster gets the routing key from {@link firstKeyOf} and never reads from a replica.
  *
  * The replies are the same whichever protocol the client negotiated: the store sends only
  * EVALSHA/EVAL (of scripts that never call `redis.setresp(3)`, so Redis converts their results
@@ -99,12 +167,21 @@ export function refuseKeyPrefix(client: RedisClientLike, factory: 'redisStore' |
  * client and protocol.
  */
 export function commandSender(client: RedisClientLike, field: string): SendCommand {
-  if (clientKind(client, field) === 'ioredis') {
+  const kind = clientKind(client, field);
+  if (kind === 'ioredis') {
     const io = client as IoRedisClientLike;
     return (operation, args) => {
       const status = io.status;
       if (status !== 'ready' && status !== 'wait') return Promise.reject(notReady(operation, status));
       return io.call(args[0] as string, args.slice(1));
+    };
+  }
+  if (kind === 'node-redis-cluster') {
+    const cluster = client as NodeRedisClusterLike;
+    return (operation, args) => {
+      const ready = typeof cluster.isReady === 'boolean' ? cluster.isReady : cluster.isOpen;
+      if (!ready) return Promise.reject(notReady(operation, 'not ready'));
+      return cluster.sendCommand(firstKeyOf(args), false, args);
     };
   }
   const node = client as NodeRedisClientLike;

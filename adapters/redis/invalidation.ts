@@ -2,7 +2,7 @@
 
 import type { InvalidationBus, InvalidationSubscriber } from '../../src/cache.js';
 import { ValidationError } from '../../src/errors.js';
-import { clientKind, commandSender, type RedisClientLike } from './client.js';
+import { clientKind, commandSender, type NodeRedisClusterLike, type RedisClientLike } from './client.js';
 
 /** Event methods of the subscriber connection (both clients are Node.js event emitters). */
 interface Emitter {
@@ -32,15 +32,27 @@ export interface NodeRedisSubscriberLike extends Emitter {
   unsubscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
 }
 
+/**
+ * The part of a node-redis cluster (`createCluster()`, `redis` 5 or 6) that the bus needs for its
+ * subscriber: `cluster.duplicate()`, connected. node-redis 4 clusters are refused: they do not
+ * report when their pub/sub connection drops, so missed messages could not be made up for.
+ */
+export interface NodeRedisClusterSubscriberLike extends Emitter, NodeRedisClusterLike {
+  subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  unsubscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+}
+
 export interface RedisInvalidationOptions {
   /** Sends the invalidations; usually the client the store uses. */
   publisher: RedisClientLike;
   /**
    * A connection of its own for SUBSCRIBE (a client in subscriber mode can run no other
    * command): `client.duplicate()`, connected like the first (node-redis: `await sub.connect()`).
-   * The bus never connects or closes it.
+   * With an ioredis `Cluster` or a node-redis cluster (5 or 6), `cluster.duplicate()`: PUBLISH
+   * reaches every node of a cluster, so one subscription anywhere hears it. The bus never
+   * connects or closes it.
    */
-  subscriber: IoRedisSubscriberLike | NodeRedisSubscriberLike;
+  subscriber: IoRedisSubscriberLike | NodeRedisSubscriberLike | NodeRedisClusterSubscriberLike;
   /**
    * The pub/sub channel. Every instance sharing the keys must use the same one.
    * @default 'keygate:invalidate'
@@ -79,11 +91,16 @@ export function redisInvalidation(options: RedisInvalidationOptions): Invalidati
   if (typeof channel !== 'string' || channel.length === 0 || channel.length > 200 || /[\u0000-\u001f\u007f]/.test(channel)) {
     throw new ValidationError('channel', 'must be a string of 1..200 characters without control characters');
   }
+  if (kind === 'node-redis-cluster') refuseClusterWithoutNodeEvents(subscriber);
   return {
     async publish(keyId) {
       await send('invalidation.publish', ['PUBLISH', channel, keyId]);
     },
     subscribe(target) {
+      if (kind === 'node-redis-cluster') return subscribeNodeRedisCluster(subscriber as NodeRedisClusterSubscriberLike, channel, target);
+      if (kind === 'ioredis' && (subscriber as { isCluster?: unknown }).isCluster === true) {
+        return subscribeIoRedisCluster(subscriber as IoRedisSubscriberLike, channel, target);
+      }
       return kind === 'ioredis'
         ? subscribeIoRedis(subscriber as IoRedisSubscriberLike, channel, target)
         : subscribeNodeRedis(subscriber as NodeRedisSubscriberLike, channel, target);
@@ -186,6 +203,177 @@ async function subscribeNodeRedis(
     detach();
     const done = sub.unsubscribe(channel, listener);
     if (sub.isReady) await done;
+    else done.catch(() => {});
+  };
+}
+
+/**
+ * A node-redis 4 cluster emits no event when one of its nodes (its pub/sub node among them) drops,
+ * so a subscriber on it could miss messages without ever flushing. node-redis 5 and 6 clusters
+ * emit `node-reconnecting`, `node-disconnect` and `node-ready`; they are told from 4 by
+ * `resubscribeAllPubSubListeners`, which came with those events in 5.
+ */
+function refuseClusterWithoutNodeEvents(subscriber: object): void {
+  if (typeof (subscriber as { resubscribeAllPubSubListeners?: unknown }).resubscribeAllPubSubListeners === 'function') return;
+  throw new ValidationError(
+    'subscriber',
+    'is a node-redis 4 cluster, which does not report when its pub/sub connection drops, so the bus could miss invalidations without flushing the cache. Use node-redis 5 or 6 (createCluster().duplicate()) or an ioredis Cluster for the subscriber',
+  );
+}
+
+/** The internal pub/sub connection of an ioredis Cluster (ioredis 5 and 6), when it can be found. */
+function ioRedisClusterSubscriberConnection(sub: IoRedisSubscriberLike): Emitter | null {
+  const holder = (sub as { subscriber?: { getInstance?: () => unknown } }).subscriber;
+  const instance = typeof holder?.getInstance === 'function' ? holder.getInstance() : null;
+  const e = instance as Partial<Emitter> | null;
+  return e && typeof e.on === 'function' && typeof e.removeListener === 'function' ? (e as Emitter) : null;
+}
+
+/**
+ * An ioredis `Cluster` subscribes over one connection to one node of its choice, and when that
+ * connection ends it picks another node and subscribes there by itself, without an event of its
+ * own. So the bus counts as a loss: the end of that connection (found through the Cluster's
+ * internal subscriber, where ioredis 5 and 6 keep it), a node leaving the Cluster's pool
+ * (`-node`), and the Cluster closing. The cache is flushed at once; once a SUBSCRIBE of its own
+ * is answered (sent a tick later, after ioredis has chosen the new node), the server listens again
+ * and the cache is flushed once more.
+ */
+async function subscribeIoRedisCluster(
+  sub: IoRedisSubscriberLike,
+  channel: string,
+  target: InvalidationSubscriber,
+): Promise<() => Promise<void>> {
+  const loss = connectionLoss(target);
+  let stopped = false;
+  let watched: Emitter | null = null;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  let losses = 0;
+  const onMessage = (from: string, keyId: string): void => {
+    if (from === channel) target.invalidate(keyId);
+  };
+  const watchConnection = (): void => {
+    const connection = ioRedisClusterSubscriberConnection(sub);
+    if (connection === watched) return;
+    watched?.removeListener('end', onLost);
+    watched = connection;
+    watched?.on('end', onLost);
+  };
+  const resubscribe = (): void => {
+    retry = undefined;
+    if (stopped) return;
+    if (sub.status !== 'ready') return; // 'ready' comes back and takes it from there
+    const at = losses;
+    sub.subscribe(channel).then(
+      () => {
+        if (stopped) return;
+        watchConnection();
+        // A loss since this SUBSCRIBE was sent has scheduled the next one, which flushes.
+        if (losses === at && loss.recovered()) target.reset();
+      },
+      () => {
+        if (!stopped && retry === undefined) retry = setTimeout(resubscribe, 500);
+      },
+    );
+  };
+  function onLost(): void {
+    losses++;
+    loss.lost();
+    if (!stopped && retry === undefined) retry = setTimeout(resubscribe, 0);
+  }
+  const onReady = (): void => {
+    if (!stopped && retry === undefined) retry = setTimeout(resubscribe, 0);
+  };
+  sub.on('message', onMessage);
+  sub.on('-node', onLost);
+  sub.on('close', onLost);
+  sub.on('ready', onReady);
+  const detach = (): void => {
+    stopped = true;
+    if (retry !== undefined) clearTimeout(retry);
+    watched?.removeListener('end', onLost);
+    sub.removeListener('message', onMessage);
+    sub.removeListener('-node', onLost);
+    sub.removeListener('close', onLost);
+    sub.removeListener('ready', onReady);
+  };
+  try {
+    await sub.subscribe(channel);
+    watchConnection();
+  } catch (error) {
+    detach();
+    throw error;
+  }
+  return async () => {
+    detach();
+    const done = sub.unsubscribe(channel);
+    if (sub.status === 'ready') await done;
+    else done.catch(() => {});
+  };
+}
+
+/**
+ * A node-redis cluster (5, 6) subscribes over one client to one node; it reconnects that client,
+ * or moves it to another node when the topology changes, and subscribes again by itself. Any node
+ * reconnecting or disconnecting counts as a loss (the events do not say which client is the pub/sub
+ * one, and node-redis 5 says `node-ready` only once per client). At each loss the bus sends a
+ * SUBSCRIBE of its own (with a listener that does nothing, removed at once): the cluster answers
+ * it only once its pub/sub client is connected and subscribed again, and then the cache is
+ * flushed, unless another loss came in the meantime, which sends the next one.
+ */
+async function subscribeNodeRedisCluster(
+  sub: NodeRedisClusterSubscriberLike,
+  channel: string,
+  target: InvalidationSubscriber,
+): Promise<() => Promise<void>> {
+  const loss = connectionLoss(target);
+  let stopped = false;
+  let losses = 0;
+  let probing = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  const listener = (keyId: string): void => target.invalidate(keyId);
+  const probe = (): void => {};
+  const confirm = (): void => {
+    retry = undefined;
+    if (probing || stopped) return;
+    probing = true;
+    const at = losses;
+    sub.subscribe(channel, probe).then(
+      () => {
+        probing = false;
+        sub.unsubscribe(channel, probe).catch(() => {});
+        if (stopped) return;
+        if (losses !== at) confirm();
+        else if (loss.recovered()) target.reset();
+      },
+      () => {
+        probing = false;
+        if (!stopped && retry === undefined) retry = setTimeout(confirm, 500);
+      },
+    );
+  };
+  const onLost = (): void => {
+    losses++;
+    loss.lost();
+    confirm();
+  };
+  sub.on('node-reconnecting', onLost);
+  sub.on('node-disconnect', onLost);
+  const detach = (): void => {
+    stopped = true;
+    if (retry !== undefined) clearTimeout(retry);
+    sub.removeListener('node-reconnecting', onLost);
+    sub.removeListener('node-disconnect', onLost);
+  };
+  try {
+    await sub.subscribe(channel, listener);
+  } catch (error) {
+    detach();
+    throw error;
+  }
+  return async () => {
+    detach();
+    const done = sub.unsubscribe(channel, listener);
+    if (sub.isOpen) await done;
     else done.catch(() => {});
   };
 }

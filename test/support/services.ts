@@ -5,6 +5,10 @@ export const SERVICES = {
   postgres: { variable: 'KEYGATE_TEST_POSTGRES_URL', example: 'postgres://postgres@127.0.0.1:5432/test' },
   mysql: { variable: 'KEYGATE_TEST_MYSQL_URL', example: 'mysql://root@127.0.0.1:3306/test' },
   redis: { variable: 'KEYGATE_TEST_REDIS_URL', example: 'redis://127.0.0.1:6379' },
+  redisCluster: {
+    variable: 'KEYGATE_TEST_REDIS_CLUSTER_URL',
+    example: 'redis://127.0.0.1:7301,redis://127.0.0.1:7302,redis://127.0.0.1:7303 after bash .ci/redis-cluster.sh start',
+  },
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;
