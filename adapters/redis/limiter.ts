@@ -196,8 +196,8 @@ export class RedisLimiter implements RateLimiter {
  * last request.
  *
  * Counters are named `<prefix>{<group>}:<bucket>`: a key's and its owner's counters share one hash
- * tag, so the limiter runs on Redis Cluster (ioredis `Cluster`) too, spread over the slots by
- * owner. The client is never opened, closed or reconfigured by the limiter; while it is not ready,
+ * tag, so the limiter runs on Redis Cluster (ioredis `Cluster`, node-redis `createCluster()`) too,
+ * spread over the slots by owner. The client is never opened, closed or reconfigured by the limiter; while it is not ready,
  * every take rejects at once, and the manager answers 503 (or admits, with
  * `rateLimits.failOpen`). A client created with `keyPrefix` is refused: use `prefix`.
  *

@@ -282,7 +282,8 @@ export class RedisStore implements KeyStore {
 }
 
 /**
- * A {@link RedisStore} over your own ioredis (5, 6) or node-redis (4.6+, 5, 6) client.
+ * A {@link RedisStore} over your own ioredis (5, 6) or node-redis (4.6+, 5, 6) client, or a cluster
+ * client of either (ioredis `Cluster`, node-redis `createCluster()`).
  *
  * @example
  * import { createClient } from 'redis'

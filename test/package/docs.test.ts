@@ -4,7 +4,8 @@
 // imports work as in the repository. TypeScript is stripped of its types with esbuild. A block
 // that reads `process.env.DATABASE_URL` or `process.env.REDIS_URL` needs that server: it gets a
 // database (or Redis database) of its own for the run from the KEYGATE_TEST_* variables, and is
-// skipped without them (under CI=true it fails instead). A block that starts a server reads
+// skipped without them (under CI=true it fails instead). `process.env.REDIS_CLUSTER_URL` (root
+// nodes, comma-separated) is the test cluster itself: such a block deletes the keys it creates. A block that starts a server reads
 // `process.env.PORT` and must stop it: a block that does not exit fails. A block that imports vitest
 // is a test file and runs under vitest. ```ts fragment marks a block that is not run; the run
 // counts and names them.
@@ -131,6 +132,7 @@ function blocksOf(page: string): { blocks: Block[]; problems: string[] } {
 function servicesOf(code: string, page: string, line: number, problems: string[]): ServiceName[] {
   const services: ServiceName[] = [];
   if (code.includes('process.env.REDIS_URL')) services.push('redis');
+  if (code.includes('process.env.REDIS_CLUSTER_URL')) services.push('redisCluster');
   if (code.includes('process.env.DATABASE_URL')) {
     const postgres = /from ['"](pg|keygate\/postgres)['"]/.test(code);
     const mysqlDb = /from ['"](mysql2(\/promise)?|keygate\/mysql)['"]/.test(code);
@@ -175,6 +177,9 @@ interface Isolated {
 }
 
 async function isolate(name: ServiceName, base: string): Promise<Isolated> {
+  // A Redis Cluster has only database 0: a block on it gets the cluster as it is, and keeps to
+  // key ids of its own (the manager's, random) under the prefix it shows.
+  if (name === 'redisCluster') return { url: base, drop: async () => {} };
   const label = `kg_docs_${randomBytes(5).toString('hex')}`;
   const url = new URL(base);
   if (name === 'postgres') {
@@ -330,11 +335,13 @@ describe(`every code block of the docs (with ${peers.map(([name, , version]) => 
         const file = join(dir, underVitest ? `${base}.test.mjs` : `${base}.mjs`);
         writeFileSync(file, source);
         const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(await freePort()) };
-        for (const v of ['DATABASE_URL', 'REDIS_URL', 'CI', ...Object.values(SERVICES).map((s) => s.variable)]) delete env[v];
+        for (const v of ['DATABASE_URL', 'REDIS_URL', 'REDIS_CLUSTER_URL', 'CI', ...Object.values(SERVICES).map((s) => s.variable)])
+          delete env[v];
         for (const v of Object.keys(env)) if (v.startsWith('VITEST') || v === 'NODE_ENV') delete env[v];
         for (const name of block.services) {
           const url = isolated.get(name)!.url;
           if (name === 'redis') env.REDIS_URL = url;
+          else if (name === 'redisCluster') env.REDIS_CLUSTER_URL = url;
           else env.DATABASE_URL = url;
         }
         const args = underVitest ? [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir, file] : [file];
