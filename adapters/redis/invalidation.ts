@@ -230,6 +230,26 @@ function ioRedisClusterSubscriberConnection(sub: IoRedisSubscriberLike): Emitter
 }
 
 /**
+ * SUBSCRIBE on an ioredis `Cluster`. ioredis 5 opens its pub/sub connection on the first SUBSCRIBE
+ * and, when that command gets there before the connection's ready check, fails the check ("Connection
+ * in subscriber mode", or the server's refusal of INFO) and the SUBSCRIBE with it; the connection is
+ * then opened again. So that error is retried (five times, 50 ms apart and growing); any other is
+ * thrown.
+ */
+async function subscribeWhenReadied(sub: IoRedisSubscriberLike, channel: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await sub.subscribe(channel);
+      return;
+    } catch (error) {
+      // The client's words ("Connection in subscriber mode") or the server's ("… allowed in this context").
+      if (attempt >= 5 || !(error instanceof Error) || !/subscriber mode|allowed in this context/.test(error.message)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    }
+  }
+}
+
+/**
  * An ioredis `Cluster` subscribes over one connection to one node of its choice, and when that
  * connection ends it picks another node and subscribes there by itself, without an event of its
  * own. So the bus counts as a loss: the end of that connection (found through the Cluster's
@@ -297,7 +317,7 @@ async function subscribeIoRedisCluster(
     sub.removeListener('ready', onReady);
   };
   try {
-    await sub.subscribe(channel);
+    await subscribeWhenReadied(sub, channel);
     watchConnection();
   } catch (error) {
     detach();

@@ -111,8 +111,11 @@ for (const kind of KINDS) {
       stops.push(await bus.subscribe(r));
       await bus.publish('before');
       await until(() => r.events.includes('invalidate:before'), 'the first message');
+      // ioredis 5 may reopen its pub/sub connection right after the first SUBSCRIBE (a flush each
+      // time, as for any loss): count only the flushes after the first message.
+      const resetsAfterBefore = (): number => r.events.slice(r.events.indexOf('invalidate:before')).filter((e) => e === 'reset').length;
       expect(await killSubscribers(channel)).toBeGreaterThan(0);
-      await until(() => r.events.filter((e) => e === 'reset').length >= 2, 'a flush on the loss and one once subscribed again');
+      await until(() => resetsAfterBefore() >= 2, 'a flush on the loss and one once subscribed again');
       // Subscribed again: a message published now arrives.
       const end = Date.now() + 15_000;
       let n = 0;
@@ -121,7 +124,8 @@ for (const kind of KINDS) {
         await bus.publish(`after-${n++}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      expect(r.events.slice(0, 2)).toEqual(['invalidate:before', 'reset']);
+      const from = r.events.indexOf('invalidate:before');
+      expect(r.events.slice(from, from + 2)).toEqual(['invalidate:before', 'reset']);
     }, 30_000);
   });
 }
