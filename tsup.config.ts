@@ -1,5 +1,7 @@
 // Build: ESM + CJS + declarations for the core and every adapter subpath.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
+import type { Plugin } from 'esbuild';
 import { defineConfig } from 'tsup';
 
 const entries: Record<string, string> = {
@@ -18,6 +20,26 @@ const entries: Record<string, string> = {
   next: 'adapters/next/index.ts',
   nestjs: 'adapters/nestjs/index.ts',
   cli: 'adapters/cli/index.ts',
+  admin: 'src/admin/index.ts',
+};
+
+/**
+ * `import text from './file.css?raw'` gives the file's text, as Vite (and so the tests) reads it:
+ * the admin page's files are bundled as strings, so the package serves them without reading files.
+ */
+const rawText: Plugin = {
+  name: 'raw-text',
+  setup(build) {
+    // The path keeps its `?raw`, so that no plugin for the file's own type (CSS) takes it.
+    build.onResolve({ filter: /\?raw$/ }, (args) => ({
+      path: relative(process.cwd(), resolve(args.resolveDir, args.path)),
+      namespace: 'raw-text',
+    }));
+    build.onLoad({ filter: /\?raw$/, namespace: 'raw-text' }, (args) => {
+      const file = resolve(args.path.slice(0, -'?raw'.length));
+      return { contents: readFileSync(file, 'utf8'), loader: 'text', resolveDir: dirname(file) };
+    });
+  },
 };
 
 export default defineConfig({
@@ -31,6 +53,7 @@ export default defineConfig({
   platform: 'node',
   // nanoid 5 ships ESM only: bundle it so require('keygate') works.
   noExternal: ['nanoid'],
+  esbuildPlugins: [rawText],
   external: [
     'pg',
     'mysql2',

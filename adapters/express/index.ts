@@ -1,5 +1,11 @@
-// keygate/express: apiKeyGuard(), Express 4 and 5 middleware that verifies the request's API key.
+// keygate/express: apiKeyGuard(), Express 4 and 5 middleware that verifies the request's API key, and
+// adminRouter(), the admin page and API.
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createAdmin } from '../../src/admin/core.js';
+import { readNodeBody, sendNode, splitTarget } from '../../src/admin/node.js';
+import { adminOriginCheck } from '../../src/admin/origin.js';
+import type { AdminOptions } from '../../src/admin/types.js';
 import {
   checkOnReject,
   createGuardCore,
@@ -107,3 +113,58 @@ export type {
   GuardErrorCode,
   TokenCarrier,
 } from '../../src/http.js';
+export type { AdminAction, AdminBrand, AdminErrorBody, AdminErrorCode, AdminKey, AdminOptions } from '../../src/admin/types.js';
+
+/** The parts of an Express request the admin mount uses (any `express.Request` fits). */
+export interface AdminExpressRequest extends IncomingMessage {
+  /** The path the router is mounted at (`app.use('/admin/api-keys', …)`). */
+  baseUrl?: string;
+  /** The request target before Express stripped the mount path. */
+  originalUrl?: string;
+  /** The body, when the app's own body parser (`express.json()`) read it first. */
+  body?: unknown;
+}
+
+/**
+ * The "API Keys" admin page and its JSON API as Express middleware (Express 4 and 5), mounted
+ * with `app.use(path, …)` after the app's own sign-in. The page is at `<path>/`, the API under
+ * `<path>/api/`, the OpenAPI document at `<path>/openapi.json`. Bad options throw
+ * `ValidationError` here, at startup.
+ *
+ * @example
+ * app.use('/admin/api-keys', requireSignIn, adminRouter({ keys, owner: (req) => req.user.shopId }))
+ */
+export function adminRouter<Req extends AdminExpressRequest = AdminExpressRequest>(
+  options: AdminOptions<Req>,
+): (req: Req, res: ServerResponse, next: (error?: unknown) => void) => void {
+  const admin = createAdmin<Req>(options);
+  const origin = adminOriginCheck(admin.options);
+  const handle = async (req: Req, res: ServerResponse, next: (error?: unknown) => void): Promise<void> => {
+    try {
+      const base = req.baseUrl ?? '';
+      const { path, query } = splitTarget(req.url ?? '/');
+      const full = splitTarget(req.originalUrl ?? req.url ?? '/').path;
+      const answer = await admin.handle(
+        {
+          method: (req.method ?? 'GET').toUpperCase(),
+          // `/admin/api-keys` reaches the router as `/`: only the original URL tells it from `/admin/api-keys/`.
+          path: path === '/' && full === base && base !== '' ? '' : path,
+          query,
+          headers: req.headers,
+          body: await readNodeBody(req, req.body),
+          base,
+          sameOrigin: origin.node({ headers: req.headers, remoteAddress: req.socket?.remoteAddress, encrypted: isEncrypted(req) }),
+        },
+        req,
+      );
+      sendNode(res, answer, req.method === 'HEAD');
+    } catch (error) {
+      next(error);
+    }
+  };
+  return (req, res, next) => void handle(req, res, next);
+}
+
+function isEncrypted(req: IncomingMessage): boolean {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true;
+}

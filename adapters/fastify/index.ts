@@ -1,7 +1,12 @@
-// keygate/fastify: a Fastify 4 and 5 plugin that adds request.apiKey and per-route API key guards.
+// keygate/fastify: a Fastify 4 and 5 plugin that adds request.apiKey and per-route API key guards, and adminPlugin,
+// the admin page and API.
 
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { ADMIN_BODY_MAX, createAdmin } from '../../src/admin/core.js';
+import { splitTarget } from '../../src/admin/node.js';
+import { adminOriginCheck } from '../../src/admin/origin.js';
+import type { AdminOptions } from '../../src/admin/types.js';
 import { ValidationError } from '../../src/errors.js';
 import {
   checkOnReject,
@@ -128,3 +133,57 @@ export type {
   GuardErrorCode,
   TokenCarrier,
 } from '../../src/http.js';
+export type { AdminAction, AdminBrand, AdminErrorBody, AdminErrorCode, AdminKey, AdminOptions } from '../../src/admin/types.js';
+
+/** Options of `app.register(adminPlugin, options)`: those of every admin mount; mount it with Fastify's `prefix`. */
+export type FastifyAdminOptions = AdminOptions<FastifyRequest>;
+
+/** Bodies are read up to this size, so that the admin itself answers a larger one (413, in its own format). */
+const FASTIFY_BODY_LIMIT = 1024 * 1024;
+
+const admin: FastifyPluginAsync<FastifyAdminOptions> = async (fastify, options) => {
+  const { prefix: _prefix, ...own } = options as FastifyAdminOptions & { prefix?: unknown };
+  const handler = createAdmin<FastifyRequest>(own);
+  const origin = adminOriginCheck(handler.options);
+  // Inside this plugin only: every body arrives as text, and the admin checks its type itself.
+  fastify.removeAllContentTypeParsers();
+  fastify.addContentTypeParser('*', { parseAs: 'string', bodyLimit: FASTIFY_BODY_LIMIT }, (_request, body, done) => done(null, body));
+  const base = fastify.prefix;
+  const answer = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const { path, query } = splitTarget(request.url);
+    const text = typeof request.body === 'string' ? request.body : '';
+    const raw = request.raw;
+    const result = await handler.handle(
+      {
+        method: request.method.toUpperCase(),
+        path: path.startsWith(base) ? path.slice(base.length) : path,
+        query,
+        headers: request.headers,
+        body: text === '' ? { kind: 'none' } : Buffer.byteLength(text) > ADMIN_BODY_MAX ? { kind: 'too-large' } : { kind: 'text', text },
+        base,
+        sameOrigin: origin.node({
+          headers: request.headers,
+          remoteAddress: raw.socket?.remoteAddress,
+          encrypted: (raw.socket as { encrypted?: boolean } | null)?.encrypted === true,
+        }),
+      },
+      request,
+    );
+    reply.code(result.status).headers(result.headers);
+    return reply.send(result.body ?? undefined);
+  };
+  const methods = ['GET', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'] as const;
+  fastify.route({ method: [...methods], url: '/', handler: answer });
+  fastify.route({ method: [...methods], url: '/*', handler: answer });
+};
+
+/**
+ * The "API Keys" admin page and its JSON API as a Fastify plugin (Fastify 4 and 5), registered with
+ * a `prefix` where the app's own sign-in applies. The page is at `<prefix>/`, the API under
+ * `<prefix>/api/`, the OpenAPI document at `<prefix>/openapi.json`. Encapsulated: its body
+ * parsing stays inside it. Bad options throw `ValidationError` at registration.
+ *
+ * @example
+ * await app.register(adminPlugin, { prefix: '/admin/api-keys', keys, owner: (request) => request.user.shopId })
+ */
+export const adminPlugin: FastifyPluginAsync<FastifyAdminOptions> = admin;

@@ -1,5 +1,9 @@
-// keygate/fetch: createFetchGuard() and rejectionResponse(), the guard for servers built on the Web Request and Response.
+// keygate/fetch: createFetchGuard() and rejectionResponse(), the guard for servers built on the Web Request and
+// Response, and adminHandler(), the admin page and API as a Web handler.
 
+import { ADMIN_BODY_MAX, createAdmin } from '../../src/admin/core.js';
+import { adminOriginCheck } from '../../src/admin/origin.js';
+import type { AdminBody, AdminOptions } from '../../src/admin/types.js';
 import { ValidationError } from '../../src/errors.js';
 import { createGuardCore, type GuardOptions, type GuardOutcome, type GuardRejection, type HeaderBag } from '../../src/http.js';
 import type { KeyManager } from '../../src/manager.js';
@@ -176,3 +180,87 @@ export type {
   GuardErrorCode,
   TokenCarrier,
 } from '../../src/http.js';
+export type { AdminAction, AdminBrand, AdminErrorBody, AdminErrorCode, AdminKey, AdminOptions } from '../../src/admin/types.js';
+
+/** Options of `adminHandler`: those of every admin mount, and where it is mounted. */
+export interface FetchAdminOptions extends AdminOptions<Request> {
+  /**
+   * The path the handler answers under, as in the request's URL, e.g. `'/admin/api-keys'`. The
+   * page is at `<basePath>/`, the API under `<basePath>/api/`.
+   * @default '' (the server's root)
+   */
+  basePath?: string | undefined;
+}
+
+/**
+ * The "API Keys" admin page and its JSON API as a `(Request) => Promise<Response>` handler, for
+ * Hono, Next.js route handlers, Bun, Deno and any server built on Web requests. The host signs its
+ * users in first; `owner(request)` says whose keys they see. Writes must carry the request URL's
+ * own origin as `Origin` (set `publicOrigin` when the URL is not what the browser sees).
+ *
+ * @example
+ * const handler = adminHandler({ keys, basePath: '/admin/api-keys', owner: (request) => shopOf(request) })
+ * app.all('/admin/api-keys/*', (c) => handler(c.req.raw)) // Hono
+ */
+export function adminHandler(options: FetchAdminOptions): (request: Request) => Promise<Response> {
+  const basePath = checkBasePath(options?.basePath);
+  const admin = createAdmin<Request>(options);
+  const origin = adminOriginCheck(admin.options);
+  return async (request) => {
+    const url = new URL(request.url);
+    if (!(url.pathname === basePath || url.pathname.startsWith(`${basePath}/`))) {
+      const body = { error: { code: 'NOT_FOUND', message: `This handler answers under ${basePath}/ only.` } };
+      return Response.json(body, { status: 404, headers: { 'cache-control': 'no-store' } });
+    }
+    const headers: Record<string, string> = {};
+    request.headers.forEach((value, name) => {
+      headers[name] = value;
+    });
+    const answer = await admin.handle(
+      {
+        method: request.method.toUpperCase(),
+        path: url.pathname.slice(basePath.length),
+        query: url.search.slice(1),
+        headers,
+        body: await readFetchBody(request),
+        base: basePath,
+        sameOrigin: origin.fetch(headers, request.url),
+      },
+      request,
+    );
+    return new Response(request.method === 'HEAD' ? null : answer.body, { status: answer.status, headers: answer.headers });
+  };
+}
+
+/** `basePath` checked: empty, or `/`-led without a trailing `/`. */
+function checkBasePath(basePath: unknown): string {
+  if (basePath === undefined || basePath === '' || basePath === '/') return '';
+  if (typeof basePath !== 'string' || !/^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(basePath)) {
+    throw new ValidationError(
+      'basePath',
+      `must be a path such as '/admin/api-keys' (starting with /, no trailing /), got ${JSON.stringify(basePath)}`,
+    );
+  }
+  return basePath;
+}
+
+/** The body of a Web request, read up to the admin's size limit. */
+async function readFetchBody(request: Request): Promise<AdminBody> {
+  if (request.method === 'GET' || request.method === 'HEAD' || request.body === null) return { kind: 'none' };
+  if (Number(request.headers.get('content-length')) > ADMIN_BODY_MAX) return { kind: 'too-large' };
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > ADMIN_BODY_MAX) {
+      await reader.cancel();
+      return { kind: 'too-large' };
+    }
+    chunks.push(value);
+  }
+  const text = new TextDecoder().decode(Buffer.concat(chunks));
+  return text === '' ? { kind: 'none' } : { kind: 'text', text };
+}
