@@ -2,13 +2,32 @@
 
 import type { VerifyFailureCode } from './types.js';
 
-/** What changed, for audit logs. Events never carry a token or a digest. */
+/**
+ * A change of a key, for audit logs: who made it, whose key it is, and the names of the fields it
+ * changed (never their values).
+ */
+export interface KeyChangeEvent {
+  readonly type: 'created' | 'updated' | 'activated' | 'deactivated' | 'deleted' | 'rotated';
+  readonly keyId: string;
+  readonly at: Date;
+  /** Who made the change, as given in the call's `actor` option; `null` when not given. */
+  readonly actor: string | null;
+  /** The key's owner (`null`: a key without one). */
+  readonly ownerId: string | null;
+  /**
+   * The names of the `ApiKey` fields the write changed, in `ApiKey` order; never their values.
+   * `created`: the fields the input gave (always `name` and `scopes`). `updated`: the fields whose
+   * value differs from before (an edit that sets every field to its current value gives `[]`).
+   * `activated` / `deactivated`: `['active']`, or `[]` when the key already was in that state.
+   * `rotated`: `['token']`. `deleted`: `[]`. What every write changes (`updatedAt`, `version`,
+   * and `hint` with the token) is not listed.
+   */
+  readonly changed: readonly string[];
+}
+
+/** What changed, for audit logs. Events never carry a token, a digest or a field's value. */
 export type KeyEvent =
-  | {
-      readonly type: 'created' | 'updated' | 'activated' | 'deactivated' | 'deleted' | 'rotated';
-      readonly keyId: string;
-      readonly at: Date;
-    }
+  | KeyChangeEvent
   | { readonly type: 'verified'; readonly keyId: string; readonly at: Date; readonly ip: string | null }
   | {
       readonly type: 'rejected';

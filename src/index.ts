@@ -1,7 +1,7 @@
 // The package face of keygate: re-exports only.
 
 export { createKeyManager } from './manager.js';
-export type { KeyManager, KeyManagerOptions, KeyEvent } from './manager.js';
+export type { KeyManager, KeyManagerOptions, KeyEvent, KeyChangeEvent } from './manager.js';
 export type { BreakerOptions } from './breaker.js';
 export type { RateLimitsOptions, RevocationOptions } from './manager.js';
 export type { BusStatus } from './presence.js';
@@ -59,6 +59,9 @@ export type {
   VerifyFailureCode,
   VerifyOptions,
   CreateKeyInput,
+  CreateOptions,
+  DeactivateAllOptions,
+  DeactivateAllResult,
   UpdateKeyInput,
   UpdateOptions,
   WriteOptions,

@@ -20,8 +20,27 @@ import { checkRateLimit } from './rate-limit.js';
 import type { ScopeCatalog } from './scopes.js';
 import type { KeyRecord, KeyStore } from './store.js';
 import { hintOf, type TokenSource } from './token.js';
-import type { ApiKey, CreateKeyInput, KeyWithToken, RotateOptions, UpdateKeyInput, UpdateOptions, WriteOptions } from './types.js';
-import { checkBoolean, checkDate, checkId, checkMetadata, checkName, checkOwner, checkVersion, checkWholeNumber } from './validate.js';
+import type {
+  ApiKey,
+  CreateKeyInput,
+  CreateOptions,
+  KeyWithToken,
+  RotateOptions,
+  UpdateKeyInput,
+  UpdateOptions,
+  WriteOptions,
+} from './types.js';
+import {
+  checkActor,
+  checkBoolean,
+  checkDate,
+  checkId,
+  checkMetadata,
+  checkName,
+  checkOwner,
+  checkVersion,
+  checkWholeNumber,
+} from './validate.js';
 
 /** What a change returns to wait for another writer to finish: read again after a pause, like a lost race. */
 const WAIT: unique symbol = Symbol('wait');
@@ -30,6 +49,33 @@ const WAIT: unique symbol = Symbol('wait');
 const RACE_PAUSE_MIN_MS = 2;
 const RACE_PAUSE_MAX_MS = 64;
 const EMPTY: readonly string[] = Object.freeze([]);
+/** The `changed` lists of the events that change one known field. */
+const ACTIVE_CHANGED: readonly string[] = Object.freeze(['active']);
+const TOKEN_CHANGED: readonly string[] = Object.freeze(['token']);
+/** The fields an input can set, in `ApiKey` order: what `changed` lists are made of. */
+const CREATE_FIELDS = [
+  'ownerId',
+  'name',
+  'active',
+  'scopes',
+  'allowedIps',
+  'expiresAt',
+  'metadata',
+  'rateLimit',
+  'remaining',
+  'refill',
+] as const satisfies ReadonlyArray<keyof CreateKeyInput & keyof ApiKey>;
+const UPDATE_FIELDS = [
+  'name',
+  'active',
+  'scopes',
+  'allowedIps',
+  'expiresAt',
+  'metadata',
+  'rateLimit',
+  'remaining',
+  'refill',
+] as const satisfies ReadonlyArray<keyof UpdateKeyInput & keyof ApiKey>;
 
 /** What the manager's operations share, wired once by createKeyManager. */
 export interface ManagerParts {
@@ -69,9 +115,11 @@ function allowedIps(input: unknown): readonly string[] {
   return ips.length === 0 ? EMPTY : ips;
 }
 
-export async function createKey(parts: ManagerParts, input: CreateKeyInput): Promise<KeyWithToken> {
+export async function createKey(parts: ManagerParts, input: CreateKeyInput, options: CreateOptions): Promise<KeyWithToken> {
   assertOpen(parts);
   if (!input || typeof input !== 'object') throw new ValidationError('input', 'must be an object with at least { name, scopes }');
+  if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object such as { actor }');
+  const actor = checkActor(options.actor);
   const name = checkName(input.name);
   const active = input.active === undefined ? true : checkBoolean('active', input.active);
   const scopes = parts.catalog.parse(input.scopes, 'scopes');
@@ -118,7 +166,9 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     () => parts.lookup.created(record.digest),
   );
   parts.lookup.created(record.digest);
-  parts.listeners.emit({ type: 'created', keyId: record.id, at: createdAt });
+  // The fields the input gave, even where it gave the default: what the creator chose.
+  const given = Object.freeze(CREATE_FIELDS.filter((field) => field === 'name' || field === 'scopes' || input[field] !== undefined));
+  parts.listeners.emit({ type: 'created', keyId: record.id, at: createdAt, actor, ownerId, changed: given });
   return { key: toApiKey(record), token };
 }
 
@@ -128,6 +178,7 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
   if (!changes || typeof changes !== 'object') throw new ValidationError('changes', 'must be an object of fields to change');
   const expectedVersion = checkVersion(options.expectedVersion);
   const waitMs = waitOf(parts, options);
+  const actor = checkActor(options.actor);
   // Validate everything before touching the store: a bad field changes nothing.
   const patch: Partial<KeyRecord> = {};
   if (changes.name !== undefined) patch.name = checkName(changes.name);
@@ -143,7 +194,10 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
   // spend(), so that uses spent since this read are never written back.
   const counters = changes.remaining !== undefined;
   if (counters || changes.refill !== undefined) checkQuota(parts, patch.remaining === undefined ? 0 : patch.remaining, null);
+  // The key as read by the attempt that was written: what the event's `changed` compares with.
+  let before: KeyRecord | null = null;
   const record = await writeWithRetry(parts, id, expectedVersion, counters, (current, at) => {
+    before = current;
     const next: KeyRecord = { ...current, ...patch, updatedAt: at, version: current.version + 1 };
     if (next.refill !== null && next.remaining === null) {
       throw new ValidationError('refill', 'needs a quota: set remaining as well (the uses the key starts with)');
@@ -156,23 +210,89 @@ export async function updateKey(parts: ManagerParts, id: string, changes: Update
     }
     return next;
   });
-  return changed(parts, 'updated', record, waitMs);
+  const read = before as KeyRecord | null;
+  const differ = read === null ? EMPTY : Object.freeze(UPDATE_FIELDS.filter((f) => f in patch && !sameValue(read[f], record[f])));
+  return changed(parts, 'updated', record, waitMs, actor, differ);
 }
 
+/**
+ * Whether two values of a key's field are the same: dates by their time, lists element by element
+ * in order, JSON objects (metadata, rateLimit, refill) by their entries whatever their order.
+ */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+  if (a instanceof Date || b instanceof Date) return a instanceof Date && b instanceof Date && a.getTime() === b.getTime();
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameValue(item, b[i]));
+  }
+  const ak = Object.keys(a);
+  const bk = Object.keys(b);
+  if (ak.length !== bk.length) return false;
+  const bo = b as Record<string, unknown>;
+  return ak.every((k) => Object.hasOwn(bo, k) && sameValue((a as Record<string, unknown>)[k], bo[k]));
+}
+
+/**
+ * Sets Active. A key already in that state is not written, but the call still succeeds and emits
+ * its event, with `changed: []`.
+ */
 export async function setActive(parts: ManagerParts, id: string, active: boolean, options: WriteOptions): Promise<ApiKey> {
   assertOpen(parts);
   checkId(id);
   const waitMs = waitOf(parts, options);
-  const record = await writeWithRetry(parts, id, undefined, false, (current, at) =>
-    current.active === active ? null : { ...current, active, updatedAt: at, version: current.version + 1 },
-  );
-  return changed(parts, active ? 'activated' : 'deactivated', record, waitMs);
+  const actor = checkActor(options.actor);
+  const { record, wrote } = await writeActive(parts, id, active);
+  return changed(parts, active ? 'activated' : 'deactivated', record, waitMs, actor, wrote ? ACTIVE_CHANGED : EMPTY);
+}
+
+/** Writes Active unless the key already has it; `wrote` tells which. */
+async function writeActive(parts: ManagerParts, id: string, active: boolean): Promise<{ record: KeyRecord; wrote: boolean }> {
+  let wrote = false;
+  const record = await writeWithRetry(parts, id, undefined, false, (current, at) => {
+    wrote = current.active !== active;
+    return wrote ? { ...current, active, updatedAt: at, version: current.version + 1 } : null;
+  });
+  return { record, wrote };
+}
+
+/**
+ * One key of `deactivateAll`: deactivated as `deactivate` does it (caches dropped, the event
+ * emitted), with the options already checked. `null` when there was nothing to do: the key is
+ * gone or already inactive (no event then). Otherwise the acknowledgements of the other
+ * instances, when waited for.
+ */
+export async function deactivateListed(
+  parts: ManagerParts,
+  id: string,
+  actor: string | null,
+  waitMs: number | undefined,
+): Promise<{ outcome: Acknowledged | null } | null> {
+  assertOpen(parts);
+  let written: { record: KeyRecord; wrote: boolean };
+  try {
+    written = await writeActive(parts, id, false);
+  } catch (error) {
+    if (isKeygateError(error) && error.code === 'KEY_NOT_FOUND') return null;
+    throw error;
+  }
+  if (!written.wrote) return null;
+  const { record } = written;
+  const outcome = await parts.lookup.changed(id, waitMs);
+  parts.listeners.emit({ type: 'deactivated', keyId: id, at: record.updatedAt, actor, ownerId: record.ownerId, changed: ACTIVE_CHANGED });
+  return { outcome };
 }
 
 export async function deleteKey(parts: ManagerParts, id: string, options: WriteOptions): Promise<boolean> {
   assertOpen(parts);
   checkId(id);
   const waitMs = waitOf(parts, options);
+  const actor = checkActor(options.actor);
+  // The event names the key's owner, which the store's delete does not return: read it first, when
+  // anyone listens (an owner never changes, so this read cannot go stale).
+  const owner = parts.listeners.wantsEvents
+    ? ((await parts.deadlines.run('findById', () => parts.store.findById(id)))?.ownerId ?? null)
+    : null;
   // With an unknown outcome the key may still exist: a waiting rotation confirmation stays.
   const forgotten = async (): Promise<void> => {
     parts.lastUsed.forget(id);
@@ -182,7 +302,7 @@ export async function deleteKey(parts: ManagerParts, id: string, options: WriteO
   parts.lastUsed.forget(id);
   parts.confirmations.forget(id);
   const outcome = await parts.lookup.changed(id, waitMs);
-  if (existed) parts.listeners.emit({ type: 'deleted', keyId: id, at: new Date(parts.now()) });
+  if (existed) parts.listeners.emit({ type: 'deleted', keyId: id, at: new Date(parts.now()), actor, ownerId: owner, changed: EMPTY });
   return confirmed(outcome, 'delete', id, existed);
 }
 
@@ -199,6 +319,7 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
   checkId(id);
   const grace = checkWholeNumber('gracePeriodMs', options.gracePeriodMs ?? 0, { min: 0, unit: 'ms' });
   const waitMs = waitOf(parts, options);
+  const actor = checkActor(options.actor);
   const token = parts.tokens.token(parts.prefix);
   const tokenDigest = parts.digest(token);
   // A rotation of this process whose new token was delivered but whose old token's end was not
@@ -233,11 +354,11 @@ export async function rotateKey(parts: ManagerParts, id: string, options: Rotate
     parts.listeners.report(error);
     parts.confirmations.add(id, confirmation);
     await parts.lookup.changed(id);
-    parts.listeners.emit({ type: 'rotated', keyId: id, at: staged.updatedAt });
+    parts.listeners.emit({ type: 'rotated', keyId: id, at: staged.updatedAt, actor, ownerId: staged.ownerId, changed: TOKEN_CHANGED });
     return { key: toApiKey(staged), token };
   }
   const outcome = await parts.lookup.changed(id, waitMs);
-  parts.listeners.emit({ type: 'rotated', keyId: id, at: record.updatedAt });
+  parts.listeners.emit({ type: 'rotated', keyId: id, at: record.updatedAt, actor, ownerId: record.ownerId, changed: TOKEN_CHANGED });
   return confirmed(outcome, 'rotate', id, { key: toApiKey(record), token });
 }
 
@@ -390,14 +511,16 @@ async function changed(
   type: 'updated' | 'activated' | 'deactivated',
   record: KeyRecord,
   waitMs: number | undefined,
+  actor: string | null,
+  fields: readonly string[],
 ): Promise<ApiKey> {
   const outcome = await parts.lookup.changed(record.id, waitMs);
-  parts.listeners.emit({ type, keyId: record.id, at: record.updatedAt });
+  parts.listeners.emit({ type, keyId: record.id, at: record.updatedAt, actor, ownerId: record.ownerId, changed: fields });
   return confirmed(outcome, type === 'updated' ? 'update' : type === 'activated' ? 'activate' : 'deactivate', record.id, toApiKey(record));
 }
 
 /** How long a write waits for the other instances' acknowledgements; `undefined`: it does not wait. */
-function waitOf(parts: ManagerParts, options: WriteOptions): number | undefined {
+export function waitOf(parts: ManagerParts, options: WriteOptions): number | undefined {
   const wait = options.wait ?? parts.revocation.wait;
   if (typeof wait !== 'boolean') throw new ValidationError('wait', 'must be true or false');
   return wait ? parts.revocation.timeoutMs : undefined;

@@ -5,7 +5,7 @@ import type { BreakerOptions } from './breaker.js';
 import type { InvalidationBus, VerifyCacheOptions } from './cache.js';
 import { decide, FAILURES } from './decide.js';
 import { Deadlines, settledBy } from './deadline.js';
-import { StoreUnavailableError, ValidationError } from './errors.js';
+import { InvalidationUnconfirmedError, StoreUnavailableError, ValidationError } from './errors.js';
 import { type KeyEvent, Listeners } from './events.js';
 import { toApiKey } from './fields.js';
 import { LastUsedBuffer } from './last-used.js';
@@ -13,15 +13,17 @@ import {
   assertOpen,
   Confirmations,
   createKey,
+  deactivateListed,
   InDoubt,
   deleteKey,
   type ManagerParts,
   rotateKey,
   setActive,
   updateKey,
+  waitOf,
 } from './lifecycle.js';
 import { CachedLookup } from './lookup.js';
-import type { BusStatus } from './presence.js';
+import type { Acknowledged, BusStatus } from './presence.js';
 import { QUOTA_MAX, quotaRetryAfter } from './quota.js';
 import {
   checkRateLimit,
@@ -42,6 +44,9 @@ import { assertPrefix, createDigester, isWellFormedToken, randomTokenSource, TOK
 import type {
   ApiKey,
   CreateKeyInput,
+  CreateOptions,
+  DeactivateAllOptions,
+  DeactivateAllResult,
   KeyWithToken,
   ListOptions,
   ListResult,
@@ -53,9 +58,9 @@ import type {
   VerifyResult,
   WriteOptions,
 } from './types.js';
-import { checkBoolean, checkId, checkOwner, checkWholeNumber, decodeCursor, encodeCursor } from './validate.js';
+import { checkActor, checkBoolean, checkDate, checkId, checkOwner, checkWholeNumber, decodeCursor, encodeCursor } from './validate.js';
 
-export type { KeyEvent } from './events.js';
+export type { KeyChangeEvent, KeyEvent } from './events.js';
 
 /** Rate limits of the manager: where the counters live, and the limits of keys that set none. */
 export interface RateLimitsOptions {
@@ -167,7 +172,7 @@ export interface KeyManager {
   /** The token prefix in use. */
   readonly prefix: string;
   /** Creates a key. The token is returned this once and never stored. */
-  create(input: CreateKeyInput): Promise<KeyWithToken>;
+  create(input: CreateKeyInput, options?: CreateOptions): Promise<KeyWithToken>;
   /** The key with this id, or `null`. */
   get(id: string): Promise<ApiKey | null>;
   /** One page of keys, ordered by creation time. */
@@ -183,10 +188,26 @@ export interface KeyManager {
   deactivate(id: string, options?: WriteOptions): Promise<ApiKey>;
   /** Deletes a key for good. Resolves `true` if it existed. */
   delete(id: string, options?: WriteOptions): Promise<boolean>;
+  /**
+   * Deactivates every active key of one owner (`ownerId: null`: the keys without an owner), page
+   * by page, each as `deactivate` does it: caches dropped, one `deactivated` event per key with the
+   * `actor`. A key deleted or deactivated meanwhile is skipped. When the store fails part way, it
+   * throws and the keys already deactivated stay so: calling it again finishes the job. With
+   * `{ wait: true }`, an instance that did not confirm for some key gives an
+   * `InvalidationUnconfirmedError` at the end, whose `result` holds the count.
+   */
+  deactivateAll(options: DeactivateAllOptions): Promise<DeactivateAllResult>;
   /** Issues a new token; the old one works for `gracePeriodMs` more (never past `expiresAt`). */
   rotate(id: string, options?: RotateOptions): Promise<KeyWithToken>;
   /** Checks a token. Never throws for a bad token; throws `StoreUnavailableError` when the store fails. */
   verify(token: unknown, options?: VerifyOptions): Promise<VerifyResult>;
+  /**
+   * The key a token belongs to (its current token, or a rotated-out one still in its grace
+   * period), whatever the key's state (inactive, expired), or `null` for a malformed or unknown
+   * token. Asks the store, not the verify cache; records no use, spends nothing, emits no event.
+   * For revoking a leaked token.
+   */
+  findByToken(token: unknown): Promise<ApiKey | null>;
   /** Writes pending `lastUsedAt` times now. */
   flush(): Promise<void>;
   /**
@@ -208,6 +229,11 @@ export interface KeyManager {
 }
 
 const LIST_MAX = 1000;
+/** How many records a list read asks for at least when the manager filters on its own (expiry, last use). */
+const LIST_SCAN = 200;
+/** The page size of `deactivateAll`, and how many of a page's keys it deactivates at a time. */
+const DEACTIVATE_PAGE = 100;
+const DEACTIVATE_CONCURRENCY = 8;
 /** How often the end of a rotated-out token is written again when the store did not take it. */
 const CONFIRM_RETRY_MS = 1000;
 
@@ -224,15 +250,17 @@ export function createKeyManager(options: KeyManagerOptions): KeyManager {
   return {
     scopes: parts.catalog,
     prefix: parts.prefix,
-    create: (input) => createKey(parts, input),
+    create: (input, createOptions) => createKey(parts, input, createOptions ?? {}),
     get: (id) => getKey(parts, id),
     list: (query) => listKeys(parts, query ?? {}),
     update: (id, changes, updateOptions) => updateKey(parts, id, changes, updateOptions ?? {}),
     activate: (id, writeOptions) => setActive(parts, id, true, writeOptions ?? {}),
     deactivate: (id, writeOptions) => setActive(parts, id, false, writeOptions ?? {}),
     delete: (id, writeOptions) => deleteKey(parts, id, writeOptions ?? {}),
+    deactivateAll: (allOptions) => deactivateAll(parts, allOptions),
     rotate: (id, rotateOptions) => rotateKey(parts, id, rotateOptions ?? {}),
     verify: (token, verifyOptions) => verify(parts, token, verifyOptions),
+    findByToken: (token) => findByToken(parts, token),
     flush: () => parts.lastUsed.flush(),
     busStatus: () => parts.lookup.status(),
     close: () => close(parts),
@@ -589,6 +617,14 @@ async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListRe
   // `null` is a filter of its own, the keys without an owner; only an absent ownerId means every owner.
   const ownerId = query.ownerId === undefined ? undefined : checkOwner(query.ownerId);
   const active = query.active === undefined ? undefined : checkBoolean('active', query.active);
+  // Filters no store knows: applied here alone, so reads ask for more records at a time.
+  const expiringBefore = checkDate('expiringBefore', query.expiringBefore)?.getTime() ?? null;
+  const unusedSince = checkDate('unusedSince', query.unusedSince)?.getTime() ?? null;
+  const matches = (record: KeyRecord): boolean =>
+    (ownerId === undefined || record.ownerId === ownerId) &&
+    (active === undefined || record.active === active) &&
+    (expiringBefore === null || (record.expiresAt !== null && record.expiresAt.getTime() < expiringBefore)) &&
+    (unusedSince === null || record.lastUsedAt === null || record.lastUsedAt.getTime() < unusedSince);
   // A filter never widens, whatever the store does with it: a store written before `ownerId: null`
   // meant "no owner" may read it as "any owner". What does not match is dropped and read past, so
   // a page and its cursor only ever carry keys that match. A store that keeps to the filters (every
@@ -597,7 +633,7 @@ async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListRe
   let seen: Set<string> | null = null;
   for (;;) {
     // Every read asks for a whole page and one more, so reading past dropped records takes few reads.
-    const wanted = limit + 1;
+    const wanted = expiringBefore === null && unusedSince === null ? limit + 1 : Math.max(limit + 1, LIST_SCAN);
     const position = after;
     const records = await parts.deadlines.run('list', () => parts.store.list({ ownerId, active, after: position, limit: wanted }));
     let fresh = 0;
@@ -608,7 +644,7 @@ async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListRe
         seen.add(record.id);
       }
       fresh++;
-      if ((ownerId === undefined || record.ownerId === ownerId) && (active === undefined || record.active === active)) found.push(record);
+      if (matches(record)) found.push(record);
     }
     const last = records[records.length - 1];
     if (found.length > limit || records.length < wanted || fresh === 0 || last === undefined) break;
@@ -618,6 +654,73 @@ async function listKeys(parts: ManagerParts, query: ListOptions): Promise<ListRe
   const page = found.slice(0, limit);
   const last = page[page.length - 1];
   return { keys: page.map(toApiKey), nextCursor: found.length > limit && last ? encodeCursor(last) : null };
+}
+
+async function deactivateAll(parts: ManagerParts, options: DeactivateAllOptions): Promise<DeactivateAllResult> {
+  assertOpen(parts);
+  if (!options || typeof options !== 'object') throw new ValidationError('options', 'must be an object such as { ownerId, actor }');
+  // Required: a forgotten owner must not read as "every owner", nor as "no owner".
+  if (options.ownerId === undefined) {
+    throw new ValidationError('ownerId', 'is required: an owner id, or null for the keys without an owner');
+  }
+  const ownerId = checkOwner(options.ownerId);
+  const actor = checkActor(options.actor);
+  const waitMs = waitOf(parts, options);
+  const run: DeactivateRun = { deactivated: 0, unconfirmed: null, failure: null };
+  let cursor: string | null = null;
+  do {
+    // The cursor stays valid while the keys before it turn inactive: it is a position, not an offset.
+    const page: ListResult = await listKeys(parts, { ownerId, active: true, limit: DEACTIVATE_PAGE, cursor });
+    const ids = page.keys.map((k) => k.id);
+    const worker = async (): Promise<void> => {
+      for (let id = ids.shift(); id !== undefined && run.failure === null; id = ids.shift()) {
+        try {
+          const done = await deactivateListed(parts, id, actor, waitMs);
+          if (done === null) continue;
+          run.deactivated++;
+          const reason = done.outcome?.reason ?? null;
+          if (done.outcome !== null && reason !== null) run.unconfirmed ??= { keyId: id, outcome: { ...done.outcome, reason } };
+        } catch (error) {
+          run.failure ??= { error };
+        }
+      }
+    };
+    // The keys in flight finish (written or not) before a failure is thrown.
+    await Promise.all(Array.from({ length: Math.min(DEACTIVATE_CONCURRENCY, ids.length) }, worker));
+    if (run.failure !== null) throw run.failure.error;
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  const result: DeactivateAllResult = { deactivated: run.deactivated };
+  const missed = run.unconfirmed;
+  if (missed !== null) throw new InvalidationUnconfirmedError('deactivateAll', missed.keyId, result, missed.outcome);
+  return result;
+}
+
+/** Where a `deactivateAll` stands. */
+interface DeactivateRun {
+  deactivated: number;
+  /** The first key whose invalidation not every instance confirmed (with `wait`). */
+  unconfirmed: { keyId: string; outcome: Acknowledged & { reason: string } } | null;
+  /** The first failure: no key is started after it. */
+  failure: { error: unknown } | null;
+}
+
+/**
+ * The key of a token, current or in its grace period, in any state; `null` for anything else.
+ * The store is asked even with a verify cache: revoking a token must not rest on a cached copy.
+ */
+async function findByToken(parts: ManagerParts, token: unknown): Promise<ApiKey | null> {
+  assertOpen(parts);
+  if (typeof token !== 'string' || !isWellFormedToken(token, parts.prefix)) return null;
+  const digest = parts.digest(token);
+  const record = await parts.deadlines.run('findByDigest', () => parts.store.findByDigest(digest));
+  if (record === null) return null;
+  if (record.digest === digest) return toApiKey(record);
+  // The token of before the last rotation, as verify sees it: until its grace period ends, or with
+  // no end while that rotation is not confirmed.
+  const graceEnd = record.previousDigestExpiresAt;
+  if (record.previousDigest === digest && (graceEnd === null || parts.now() < graceEnd.getTime())) return toApiKey(record);
+  return null;
 }
 
 /** How long close() may take past `storeTimeoutMs`: for the bus to unsubscribe, and timer slack. */

@@ -114,8 +114,24 @@ export interface UpdateKeyInput {
   refill?: QuotaRefill | null | undefined;
 }
 
+/** Options of `create`. */
+export interface CreateOptions {
+  /**
+   * Who creates the key (a user id, `'system'`, …), passed on in the `created` event for audit
+   * logs. A string of 1..200 characters without control characters, or `null`.
+   * @default null
+   */
+  actor?: string | null | undefined;
+}
+
 /** Options of every write: update, activate, deactivate, rotate, delete. */
 export interface WriteOptions {
+  /**
+   * Who makes the change (a user id, `'system'`, …), passed on in the change's event for audit
+   * logs. A string of 1..200 characters without control characters, or `null`.
+   * @default null
+   */
+  actor?: string | null | undefined;
   /**
    * Return only once every instance listening on the invalidation bus has dropped the key from its
    * verify cache (acknowledged over the bus), or throw `InvalidationUnconfirmedError` (which holds
@@ -140,6 +156,19 @@ export interface ListOptions {
   ownerId?: string | null | undefined;
   /** Only active (`true`) or inactive (`false`) keys. */
   active?: boolean | undefined;
+  /**
+   * Only the keys with an `expiresAt` before this instant (a Date, an ISO 8601 string or ms since
+   * 1970); keys that never expire are left out. Already expired keys match too.
+   * @default no filter
+   */
+  expiringBefore?: Date | string | number | null | undefined;
+  /**
+   * Only the keys never used, or last used before this instant (a Date, an ISO 8601 string or ms
+   * since 1970). `lastUsedAt` is written in batches, so a use within the last `lastUsedFlushMs`
+   * may not count yet.
+   * @default no filter
+   */
+  unusedSince?: Date | string | number | null | undefined;
   /** Page size, 1..1000. @default 100 */
   limit?: number | undefined;
   /** The `nextCursor` of the previous page. */
@@ -151,6 +180,25 @@ export interface ListResult {
   keys: ApiKey[];
   /** Pass as `cursor` for the next page; `null` on the last page. */
   nextCursor: string | null;
+}
+
+/** Options of `deactivateAll`. */
+export interface DeactivateAllOptions {
+  /**
+   * Whose keys to deactivate: an owner's id, or `null` for the keys without an owner. Required:
+   * leaving it out is a `ValidationError`, never "every owner".
+   */
+  ownerId: string | null;
+  /** Who makes the change, passed on in each key's `deactivated` event. @default null */
+  actor?: string | null | undefined;
+  /** As `WriteOptions.wait`, for each key. @default the manager's `revocation.wait` (false) */
+  wait?: boolean | undefined;
+}
+
+/** What `deactivateAll` did. */
+export interface DeactivateAllResult {
+  /** How many keys this call deactivated (keys already inactive or deleted meanwhile are not counted). */
+  deactivated: number;
 }
 
 export interface RotateOptions extends WriteOptions {

@@ -6,6 +6,7 @@ import type { JsonValue, KeyMetadata } from './types.js';
 
 const NAME_MAX = 100;
 const OWNER_MAX = 200;
+const ACTOR_MAX = 200;
 const ID_MAX = 128;
 const METADATA_MAX_BYTES = 16 * 1024;
 const LATEST_MS = 253402300799999; // 9999-12-31T23:59:59.999Z
@@ -67,6 +68,16 @@ export function checkOwner(value: unknown): string | null {
     throw new ValidationError('ownerId', `must be null or a string of 1..${OWNER_MAX} characters without control characters`);
   }
   if (!isWellFormed(value)) throw new ValidationError('ownerId', LONE_SURROGATE);
+  return value;
+}
+
+/** Who made a change, for events: `null` when not given, else a string of 1..200 characters without control characters. */
+export function checkActor(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || value.length === 0 || value.length > ACTOR_MAX || CONTROL_CHARS.test(value)) {
+    throw new ValidationError('actor', `must be null or a string of 1..${ACTOR_MAX} characters without control characters`);
+  }
+  if (!isWellFormed(value)) throw new ValidationError('actor', LONE_SURROGATE);
   return value;
 }
 

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type MemoryStore, memoryStore } from '../../adapters/memory/index.js';
 import {
+  type ApiKey,
   createKeyManager,
   KeygateError,
   ManagerClosedError,
@@ -391,6 +392,218 @@ describe('list', () => {
     expect(ids.length).toBeGreaterThan(0);
     for (const id of ids) expect((await keys.get(id))?.ownerId).toBe('shop-a');
     await keys.close();
+  });
+});
+
+describe('list filters by expiry and last use', () => {
+  /** Every key of every page, and the ids each cursor points at. */
+  async function pages(keys: KeyManager, options: ListOptions): Promise<{ ids: string[]; cursorIds: string[]; reads: number }> {
+    const ids: string[] = [];
+    const cursorIds: string[] = [];
+    let cursor: string | null = null;
+    let reads = 0;
+    do {
+      const page: ListResult = await keys.list({ ...options, cursor });
+      reads++;
+      expect(page.keys.length).toBeLessThanOrEqual(options.limit ?? 100);
+      ids.push(...page.keys.map((k) => k.id));
+      cursor = page.nextCursor;
+      if (cursor !== null) cursorIds.push(Buffer.from(cursor, 'base64url').toString().replace(/^\d+:/, ''));
+    } while (cursor !== null);
+    return { ids, cursorIds, reads };
+  }
+
+  /** 60 keys, of two owners: some expire (some already have), some were used, at different times. */
+  async function fleet() {
+    const { keys, advance, now } = setup();
+    const start = now();
+    for (let i = 0; i < 60; i++) {
+      const expiresAt = i % 3 === 0 ? null : now() + 1_000 + ((i * 7919) % 100) * 1_000;
+      const { token } = await keys.create({ name: `k${i}`, scopes: ['all'], ownerId: i % 2 ? 'shop-a' : 'shop-b', expiresAt });
+      if (i % 4 !== 0) {
+        advance(i * 10);
+        expect((await keys.verify(token)).valid).toBe(true);
+      }
+      advance(1);
+    }
+    await keys.flush();
+    advance(200_000);
+    return { keys, start, all: (await keys.list({ limit: 1000 })).keys };
+  }
+
+  it('expiringBefore: only keys with an expiresAt before the instant, across pages, with cursors on matching keys only', async () => {
+    const { keys, start, all } = await fleet();
+    for (const before of [start + 30_000, new Date(start + 60_000), new Date(start + 90_000).toISOString()]) {
+      const at = new Date(before).getTime();
+      const expected = all.filter((k) => k.expiresAt !== null && k.expiresAt.getTime() < at).map((k) => k.id);
+      expect(expected.length).toBeGreaterThan(3);
+      expect(expected.length).toBeLessThan(all.length);
+      for (const limit of [1, 3, 100]) {
+        const { ids, cursorIds } = await pages(keys, { expiringBefore: before, limit });
+        expect(ids, `${String(before)} ${limit}`).toEqual(expected);
+        for (const id of cursorIds) expect(expected).toContain(id);
+      }
+      const owned = await pages(keys, { expiringBefore: before, ownerId: 'shop-a', limit: 2 });
+      expect(owned.ids).toEqual(all.filter((k) => expected.includes(k.id) && k.ownerId === 'shop-a').map((k) => k.id));
+    }
+    await keys.close();
+  });
+
+  it('unusedSince: only keys never used, or last used before the instant', async () => {
+    const { keys, start, all } = await fleet();
+    const used = all.filter((k) => k.lastUsedAt !== null);
+    expect(used.length).toBeGreaterThan(10);
+    expect(all.length - used.length).toBeGreaterThan(10);
+    const middle = (used[Math.floor(used.length / 2)] as ApiKey).lastUsedAt as Date;
+    for (const since of [middle, middle.getTime(), middle.toISOString(), start]) {
+      const at = new Date(since).getTime();
+      const expected = all.filter((k) => k.lastUsedAt === null || k.lastUsedAt.getTime() < at).map((k) => k.id);
+      for (const limit of [1, 4, 100]) {
+        const { ids, cursorIds } = await pages(keys, { unusedSince: since, limit });
+        expect(ids).toEqual(expected);
+        for (const id of cursorIds) expect(expected).toContain(id);
+      }
+    }
+    // Both filters, with the others.
+    const both = await pages(keys, { unusedSince: middle, expiringBefore: start + 50_000, active: true, ownerId: 'shop-b', limit: 2 });
+    expect(both.ids).toEqual(
+      all
+        .filter(
+          (k) =>
+            k.ownerId === 'shop-b' &&
+            (k.lastUsedAt === null || k.lastUsedAt < middle) &&
+            k.expiresAt !== null &&
+            k.expiresAt.getTime() < start + 50_000,
+        )
+        .map((k) => k.id),
+    );
+    await keys.close();
+  });
+
+  it('reads past long runs of keys that do not match in few store reads', async () => {
+    const { keys, store, now } = setup();
+    for (let i = 0; i < 500; i++) await keys.create({ name: `k${i}`, scopes: ['all'], expiresAt: i % 100 === 99 ? now() + 1000 : null });
+    const before = store.calls.list;
+    const { ids } = await pages(keys, { expiringBefore: now() + 2000, limit: 2 });
+    expect(ids).toHaveLength(5);
+    expect(store.calls.list - before).toBeLessThanOrEqual(8);
+  });
+
+  it.each([
+    [{ expiringBefore: 'soon' }, 'expiringBefore'],
+    [{ expiringBefore: {} }, 'expiringBefore'],
+    [{ expiringBefore: '2030-13-45' }, 'expiringBefore'],
+    [{ unusedSince: 'yesterday' }, 'unusedSince'],
+    [{ unusedSince: -1 }, 'unusedSince'],
+    [{ unusedSince: [] }, 'unusedSince'],
+  ])('refuses %j with a ValidationError naming %s, before any store call', async (options, field) => {
+    const { keys, store } = setup();
+    const error = await keys.list(options as never).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toMatchObject({ field });
+    expect(store.calls.total).toBe(0);
+  });
+});
+
+describe('findByToken', () => {
+  for (const pepper of [undefined, 'a pepper of at least sixteen bytes']) {
+    describe(pepper ? 'with a pepper' : 'without a pepper', () => {
+      it('finds the key of its current token, whatever its state, and records nothing', async () => {
+        const events: KeyEvent[] = [];
+        const { keys, store, advance } = setup({ pepper, onEvent: (e) => events.push(e) });
+        const { key, token } = await keys.create({ name: 'Leaked', scopes: ['all'], expiresAt: Date.UTC(2030, 5, 2), remaining: 5 });
+        events.length = 0;
+        expect(await keys.findByToken(token)).toEqual(key);
+        await keys.deactivate(key.id);
+        expect(await keys.findByToken(token)).toMatchObject({ id: key.id, active: false });
+        advance(2 * 86_400_000);
+        expect(await keys.verify(token)).toMatchObject({ code: 'INACTIVE' });
+        await keys.activate(key.id);
+        expect(await keys.verify(token)).toMatchObject({ code: 'EXPIRED' });
+        events.length = 0;
+        const touches = store.calls.touch;
+        expect(await keys.findByToken(token)).toMatchObject({ id: key.id, active: true, remaining: 5, lastUsedAt: null });
+        await keys.flush();
+        expect(events).toEqual([]);
+        expect(store.calls.touch).toBe(touches);
+        expect(await keys.get(key.id)).toMatchObject({ remaining: 5, lastUsedAt: null });
+        await keys.close();
+      });
+
+      it('finds the key of a rotated-out token during its grace period only', async () => {
+        const { keys, advance } = setup({ pepper });
+        const { key, token: first } = await keys.create({ name: 'Rotated', scopes: ['all'] });
+        const { token: second } = await keys.rotate(key.id, { gracePeriodMs: 60_000 });
+        expect(await keys.findByToken(first)).toMatchObject({ id: key.id });
+        expect(await keys.findByToken(second)).toMatchObject({ id: key.id });
+        advance(59_999);
+        expect(await keys.findByToken(first)).toMatchObject({ id: key.id });
+        advance(1);
+        expect(await keys.verify(first)).toMatchObject({ code: 'NOT_FOUND' });
+        expect(await keys.findByToken(first)).toBeNull();
+        expect(await keys.findByToken(second)).toMatchObject({ id: key.id });
+        await keys.rotate(key.id);
+        expect(await keys.findByToken(second)).toBeNull();
+        await keys.delete(key.id);
+        expect(await keys.findByToken(first)).toBeNull();
+        await keys.close();
+      });
+
+      it('gives null for a malformed token without a store call, and for an unknown one', async () => {
+        const { keys, store } = setup({ pepper });
+        const { token } = await keys.create({ name: 'k', scopes: ['all'] });
+        const calls = store.calls.total;
+        const cut = token.slice(0, -1);
+        const wrongPrefix = `zz${token.slice(2)}`;
+        for (const bad of [undefined, null, '', 42, {}, 'garbage', `${token}x`, cut, wrongPrefix, 'x'.repeat(100_000)]) {
+          expect(await keys.findByToken(bad)).toBeNull();
+        }
+        expect(store.calls.total).toBe(calls);
+        const elsewhere = createKeyManager({ store: memoryStore(), pepper });
+        const { token: unknown } = await elsewhere.create({ name: 'other', scopes: ['all'] });
+        expect(await keys.findByToken(unknown)).toBeNull();
+        expect(store.calls.findByDigest).toBe(1);
+        await Promise.all([keys.close(), elsewhere.close()]);
+      });
+    });
+  }
+
+  it('digests the token as verify does: with the pepper, not without it', async () => {
+    const store = memoryStore();
+    const peppered = createKeyManager({ store, pepper: 'a pepper of at least sixteen bytes' });
+    const plain = createKeyManager({ store });
+    const other = createKeyManager({ store, pepper: 'another pepper, sixteen bytes or more' });
+    const { key, token } = await peppered.create({ name: 'Peppered', scopes: ['all'] });
+    expect(await peppered.findByToken(token)).toMatchObject({ id: key.id });
+    expect(await plain.findByToken(token)).toBeNull();
+    expect(await other.findByToken(token)).toBeNull();
+    const { key: unpeppered, token: plainToken } = await plain.create({ name: 'Plain', scopes: ['all'] });
+    expect(await plain.findByToken(plainToken)).toMatchObject({ id: unpeppered.id });
+    expect(await peppered.findByToken(plainToken)).toBeNull();
+    await Promise.all([peppered.close(), plain.close(), other.close()]);
+  });
+
+  it('asks the store, not the verify cache: a key deleted by another instance is gone at once', async () => {
+    const store = memoryStore();
+    // Counted, and so asynchronous: verify goes through the cache.
+    const counted = countingStore(store);
+    const cached = createKeyManager({ store: counted, cache: { ttlMs: 60_000 } });
+    const admin = createKeyManager({ store });
+    const { key, token } = await admin.create({ name: 'Cached', scopes: ['all'] });
+    expect((await cached.verify(token)).valid).toBe(true);
+    expect((await cached.verify(token)).valid).toBe(true);
+    expect(counted.calls.findByDigest).toBe(1);
+    await admin.delete(key.id);
+    expect((await cached.verify(token)).valid).toBe(true); // the cache has not heard of it
+    expect(await cached.findByToken(token)).toBeNull();
+    await Promise.all([cached.close(), admin.close()]);
+  });
+
+  it('throws ManagerClosedError once closed', async () => {
+    const { keys } = setup();
+    const { token } = await keys.create({ name: 'k', scopes: ['all'] });
+    await keys.close();
+    await expect(keys.findByToken(token)).rejects.toBeInstanceOf(ManagerClosedError);
   });
 });
 
