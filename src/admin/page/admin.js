@@ -1138,13 +1138,20 @@ function openCreate() {
   });
 }
 
+let editLoading = false;
+
 /**
  * Opens the edit view of a key, read fresh so its version is the one the form starts from.
  * @param {string} id
  * @param {HTMLElement} opener
  */
 async function openEdit(id, opener) {
-  const answer = await api('GET', `/keys/${encodeURIComponent(id)}`);
+  // One edit at a time: a second click while the key is read does nothing.
+  if (editLoading || dialogEl('key-dialog').open) return;
+  editLoading = true;
+  const answer = await api('GET', `/keys/${encodeURIComponent(id)}`).finally(() => {
+    editLoading = false;
+  });
   if (!answer.ok || !answer.data?.key) {
     showPageError(problem(answer, 'The key could not be read.'));
     if (answer.status === 404) removeRow(id);
@@ -1215,9 +1222,10 @@ async function saveNew(values) {
   const entry = openDialogs.find((item) => item.dialog === dialogEl('key-dialog'));
   const opener = entry?.opener ?? button('create-key');
   closeDialog(dialogEl('key-dialog'), null);
-  await reloadList(keys.length + 1);
-  announce(`Created ${quote(key.name)}.`);
   showToken({ token: answer.data.token, key, rotated: false, opener });
+  announce(`Created ${quote(key.name)}.`);
+  // The list is read again behind the token dialog, in the API's order, as far as it was loaded.
+  await reloadList(keys.length + 1);
 }
 
 /**
