@@ -29,6 +29,22 @@ function file(type: string, text: string): PageFile {
   return { type, text, etag: `"${createHash('sha256').update(text).digest('base64url').slice(0, 22)}"` };
 }
 
+/** The relative luminance of a `#rgb` / `#rrggbb` colour (WCAG 2). */
+function luminance(colour: string): number {
+  const hex = colour.length === 4 ? [...colour.slice(1)].map((c) => c + c).join('') : colour.slice(1);
+  const [r, g, b] = [0, 2, 4].map((i) => {
+    const c = Number.parseInt(hex.slice(i, i + 2), 16) / 255;
+    return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  }) as [number, number, number];
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+/** Black or white, whichever contrasts more with the colour: the text on a brand-coloured button or bar. */
+function readableOn(colour: string): string {
+  const l = luminance(colour);
+  return 1.05 / (l + 0.05) >= (l + 0.05) / 0.05 ? '#ffffff' : '#000000';
+}
+
 /** Text for an HTML element or a double-quoted attribute. */
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -50,7 +66,7 @@ export function pageAssets(brand: AdminBrand | undefined): PageAssets {
     if (typeof colour !== 'string' || !COLOUR.test(colour)) {
       throw new ValidationError(`brand.${part}`, `must be a colour written #rgb or #rrggbb, e.g. '#1f5fbf'; got ${JSON.stringify(colour)}`);
     }
-    colours.push(`  --kg-${part}: ${colour};`);
+    colours.push(`  --kg-${part}: ${colour};`, `  --kg-on-${part}: ${readableOn(colour)};`);
   }
   const theme = colours.length > 0 ? `:root {\n${colours.join('\n')}\n}\n` : '/* the default colours */\n';
   const title = escapeHtml(name === undefined ? 'API Keys' : `${name.trim()} API Keys`);

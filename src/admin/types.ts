@@ -29,9 +29,13 @@ export interface AdminBrand {
    * @default 'API Keys' alone
    */
   name?: string | undefined;
-  /** The colour of buttons, links and focus rings: `#rgb` or `#rrggbb`. @default '#1f5fbf' */
+  /**
+   * The colour of buttons, links and focus rings: `#rgb` or `#rrggbb`. Text on it is black or
+   * white, whichever contrasts more; pick a colour dark enough to read as text on white.
+   * @default '#1f5fbf'
+   */
   primary?: string | undefined;
-  /** The colour of the header bar: `#rgb` or `#rrggbb`. @default '#16233a' */
+  /** The colour of the header bar: `#rgb` or `#rrggbb`. @default '#102a43' */
   accent?: string | undefined;
 }
 

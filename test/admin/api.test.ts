@@ -32,7 +32,7 @@ type Key = { id: string; name: string; active: boolean; version: number; scopes:
 
 describe('the OpenAPI document', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
-    const result = await new Validator().validate(structuredClone(openApiDocument) as object);
+    const result = await new Validator().validate(structuredClone(openApiDocument) as Parameters<Validator["validate"]>[0]);
     expect(result.errors ?? []).toEqual([]);
     expect(result.valid).toBe(true);
     expect(openApiDocument.openapi).toBe('3.1.0');
