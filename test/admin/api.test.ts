@@ -28,11 +28,19 @@ interface CallOptions {
   documented?: boolean;
 }
 
-type Key = { id: string; name: string; active: boolean; version: number; scopes: string[]; lastUsedAt: string | null; lastUsedIp: string | null };
+type Key = {
+  id: string;
+  name: string;
+  active: boolean;
+  version: number;
+  scopes: string[];
+  lastUsedAt: string | null;
+  lastUsedIp: string | null;
+};
 
 describe('the OpenAPI document', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
-    const result = await new Validator().validate(structuredClone(openApiDocument) as Parameters<Validator["validate"]>[0]);
+    const result = await new Validator().validate(structuredClone(openApiDocument) as Parameters<Validator['validate']>[0]);
     expect(result.errors ?? []).toEqual([]);
     expect(result.valid).toBe(true);
     expect(openApiDocument.openapi).toBe('3.1.0');
@@ -69,7 +77,13 @@ describe.each(ADMIN_FRAMEWORKS)('admin API on $name', (framework) => {
     const type = response.headers.get('content-type');
     const parsed = text !== '' && type?.startsWith('application/json') ? (JSON.parse(text) as unknown) : text === '' ? null : text;
     if (options.documented !== false) {
-      checkAnswer(method === 'HEAD' ? 'GET' : method, apiPath.split('?')[0] as string, response.status, method === 'HEAD' ? null : parsed, type);
+      checkAnswer(
+        method === 'HEAD' ? 'GET' : method,
+        apiPath.split('?')[0] as string,
+        response.status,
+        method === 'HEAD' ? null : parsed,
+        type,
+      );
     }
     return { status: response.status, headers: response.headers, body: parsed, text };
   }
@@ -203,12 +217,20 @@ describe.each(ADMIN_FRAMEWORKS)('admin API on $name', (framework) => {
     expect(error.code).toBe('VALIDATION_FAILED');
     expect(error.fields?.map((f) => f.field).sort()).toEqual(['allowedIps', 'name', 'rateLimit.limit', 'scopes']);
     const missing = await call('POST', '/keys', { body: {} });
-    expect(errorOf(missing).fields?.map((f) => f.field).sort()).toEqual(['name', 'scopes']);
+    expect(
+      errorOf(missing)
+        .fields?.map((f) => f.field)
+        .sort(),
+    ).toEqual(['name', 'scopes']);
     const unknownField = await call('POST', '/keys', { body: { name: 'x', scopes: ['all'], ownerId: 'shop-b' } });
     expect(unknownField.status).toBe(400);
     expect(errorOf(unknownField).fields?.map((f) => f.field)).toEqual(['ownerId']);
     const filter = await call('GET', '/keys?active=maybe&limit=0');
-    expect(errorOf(filter).fields?.map((f) => f.field).sort()).toEqual(['active', 'limit']);
+    expect(
+      errorOf(filter)
+        .fields?.map((f) => f.field)
+        .sort(),
+    ).toEqual(['active', 'limit']);
   });
 
   it('saves an edit only at the version it was read at: 412 for If-Match, 409 for the body, nothing lost', async () => {
@@ -251,8 +273,9 @@ describe.each(ADMIN_FRAMEWORKS)('admin API on $name', (framework) => {
     const soon = new Date(Date.now() + 3_600_000).toISOString();
     const { key: expiring } = await create('bob', 'Expiring', { expiresAt: soon });
     const { key: inactive } = await create('bob', 'Inactive', { active: false });
-    const filtered = (await call('GET', `/keys?expiringBefore=${encodeURIComponent(new Date(Date.now() + 7_200_000).toISOString())}`, { user: 'bob' }))
-      .body as { keys: Key[] };
+    const filtered = (
+      await call('GET', `/keys?expiringBefore=${encodeURIComponent(new Date(Date.now() + 7_200_000).toISOString())}`, { user: 'bob' })
+    ).body as { keys: Key[] };
     expect(filtered.keys.map((k) => k.id)).toEqual([expiring.id]);
     const off = (await call('GET', '/keys?active=false', { user: 'bob' })).body as { keys: Key[] };
     expect(off.keys.map((k) => k.id)).toEqual([inactive.id]);
@@ -267,7 +290,9 @@ describe.each(ADMIN_FRAMEWORKS)('admin API on $name', (framework) => {
     } while (cursor !== null);
     const all = (await call('GET', '/keys?limit=100', { user: 'bob' })).body as { keys: Key[] };
     expect(seen).toEqual(all.keys.map((k) => k.id));
-    const unused = (await call('GET', `/keys?unusedSince=${encodeURIComponent(new Date().toISOString())}`, { user: 'bob' })).body as { keys: Key[] };
+    const unused = (await call('GET', `/keys?unusedSince=${encodeURIComponent(new Date().toISOString())}`, { user: 'bob' })).body as {
+      keys: Key[];
+    };
     expect(unused.keys.length).toBe(all.keys.length);
   });
 
@@ -301,7 +326,7 @@ describe.each(ADMIN_FRAMEWORKS)('admin API on $name', (framework) => {
   });
 
   it('answers a method a route does not take with 405 and Allow', async () => {
-    const reply = await call('PUT', '/keys', { body: {} , documented: false });
+    const reply = await call('PUT', '/keys', { body: {}, documented: false });
     expect(reply.status).toBe(405);
     expect(reply.headers.get('allow')).toBe('GET, POST');
   });

@@ -37,7 +37,9 @@ export function signedIn(headers: IncomingMessage['headers'] | Headers): string 
   const header = headers instanceof Headers ? headers.get('authorization') : headers.authorization;
   const match = typeof header === 'string' ? /^Basic ([A-Za-z0-9+/=]+)$/.exec(header) : null;
   if (!match) return null;
-  const [user, password] = Buffer.from(match[1] as string, 'base64').toString('utf8').split(':');
+  const [user, password] = Buffer.from(match[1] as string, 'base64')
+    .toString('utf8')
+    .split(':');
   return user !== undefined && USERS[user] && password === PASSWORD ? user : null;
 }
 

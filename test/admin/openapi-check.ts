@@ -28,7 +28,9 @@ function operation(method: string, template: string): Operation {
 function check(pointer: string, value: unknown, what: string): void {
   const validate = ajv.getSchema(`openapi#${pointer}`) ?? ajv.compile({ $ref: `openapi#${pointer}` });
   if (!validate(value)) {
-    throw new Error(`${what} does not match the OpenAPI schema: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(value).slice(0, 400)}`);
+    throw new Error(
+      `${what} does not match the OpenAPI schema: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(value).slice(0, 400)}`,
+    );
   }
 }
 
@@ -54,7 +56,11 @@ export function checkAnswer(method: string, apiPath: string, status: number, bod
   }
   if (!contentType?.startsWith('application/json')) throw new Error(`${method} ${template} ${status} answered ${contentType}, not JSON`);
   const method_ = method.toLowerCase();
-  check(`/paths/${segment(template)}/${method_}/responses/${status}/content/${segment('application/json')}/schema`, body, `${method} ${template} ${status}`);
+  check(
+    `/paths/${segment(template)}/${method_}/responses/${status}/content/${segment('application/json')}/schema`,
+    body,
+    `${method} ${template} ${status}`,
+  );
 }
 
 /** Throws unless a request body matches the operation's documented request schema. */
@@ -62,5 +68,9 @@ export function checkRequest(method: string, apiPath: string, body: unknown): vo
   const template = templateOf(apiPath);
   const op = operation(method, template);
   if (!op.requestBody) throw new Error(`${method} ${template} takes no body in the OpenAPI document`);
-  check(`/paths/${segment(template)}/${method.toLowerCase()}/requestBody/content/${segment('application/json')}/schema`, body, `${method} ${template} request`);
+  check(
+    `/paths/${segment(template)}/${method.toLowerCase()}/requestBody/content/${segment('application/json')}/schema`,
+    body,
+    `${method} ${template} request`,
+  );
 }
