@@ -99,6 +99,7 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput): Pro
     createdAt,
     updatedAt: createdAt,
     lastUsedAt: null,
+    lastUsedIp: null,
     expiresAt,
     metadata,
     rateLimit,
