@@ -17,7 +17,7 @@ import type { ApiKey } from './types.js';
 export type FieldKind = 'text' | 'boolean' | 'list' | 'json' | 'time' | 'integer';
 
 /** The SQL column types a dialect defines, by the name the field table uses. */
-export type SqlTypeName = 'id' | 'ownerId' | 'digest' | 'name' | 'hint' | 'json' | 'boolean' | 'time' | 'version';
+export type SqlTypeName = 'id' | 'ownerId' | 'digest' | 'name' | 'hint' | 'ip' | 'json' | 'boolean' | 'time' | 'version';
 
 export interface FieldSpec {
   readonly kind: FieldKind;
@@ -29,7 +29,8 @@ export interface FieldSpec {
   readonly sqlType: SqlTypeName;
   /**
    * Written by `touch()` in batches, not by `update()`: stores keep the later of the stored and the
-   * given value, and Redis keeps it beside the record rather than in it.
+   * given time, and Redis keeps it beside the record rather than in it. The touched fields are
+   * `lastUsedAt` and `lastUsedIp`, which goes with it: written when that time is, kept when it is.
    */
   readonly touched: boolean;
   /**
@@ -73,6 +74,7 @@ const DECLARED = {
   createdAt: { kind: 'time', column: 'created_at' },
   updatedAt: { kind: 'time', column: 'updated_at' },
   lastUsedAt: { kind: 'time', column: 'last_used_at', nullable: true, touched: true },
+  lastUsedIp: { kind: 'text', column: 'last_used_ip', sqlType: 'ip', nullable: true, touched: true },
   expiresAt: { kind: 'time', column: 'expires_at', nullable: true },
   metadata: { kind: 'json', column: 'metadata', lazy: true },
   rateLimit: { kind: 'json', column: 'rate_limit', nullable: true },
@@ -127,6 +129,7 @@ export function toApiKey(r: KeyRecord): ApiKey {
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
     lastUsedAt: r.lastUsedAt,
+    lastUsedIp: r.lastUsedIp,
     expiresAt: r.expiresAt,
     metadata: r.metadata,
     rateLimit: r.rateLimit,

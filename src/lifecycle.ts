@@ -147,6 +147,7 @@ export async function createKey(parts: ManagerParts, input: CreateKeyInput, opti
     createdAt,
     updatedAt: createdAt,
     lastUsedAt: null,
+    lastUsedIp: null,
     expiresAt,
     metadata,
     rateLimit,

@@ -156,7 +156,7 @@ export interface KeyManagerOptions {
   breaker?: BreakerOptions | false | undefined;
   /** Per-key rate limits: the limiter and the defaults (docs/rate-limits.md). @default memory counters, no default limit */
   rateLimits?: RateLimitsOptions | undefined;
-  /** How often pending `lastUsedAt` times are written, in one store call. @default 1000 */
+  /** How often pending `lastUsedAt` times (and their `lastUsedIp`) are written, in one store call. @default 1000 */
   lastUsedFlushMs?: number | undefined;
   /** Receives every lifecycle and verify event. A throwing listener is ignored. */
   onEvent?: ((event: KeyEvent) => void) | undefined;
@@ -345,7 +345,8 @@ async function verify(parts: ManagerParts, token: unknown, options: VerifyOption
     costOf(options);
   }
   const id = found.id;
-  parts.lastUsed.touch(id, at);
+  // The address as given: the buffer makes it canonical when it writes (once per key and flush).
+  parts.lastUsed.touch(id, at, options?.ip);
   if (parts.listeners.wantsEvents) parts.listeners.emit({ type: 'verified', keyId: id, at: new Date(at), ip: options?.ip ?? null });
   return result;
 }

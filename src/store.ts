@@ -19,6 +19,8 @@ export interface KeyRecord {
   createdAt: Date;
   updatedAt: Date;
   lastUsedAt: Date | null;
+  /** Touched with `lastUsedAt`: the canonical client address of that use, or `null`. */
+  lastUsedIp: string | null;
   expiresAt: Date | null;
   metadata: KeyMetadata;
   rateLimit: RateLimit | null;
@@ -68,6 +70,12 @@ export interface SpendResult {
 export interface TouchEntry {
   id: string;
   lastUsedAt: Date;
+  /**
+   * The canonical client address of that use (as `canonicalIp` gives it), or `null` when the
+   * verify had none (or one that does not parse). Written together with `lastUsedAt`: when the
+   * time is written, so is this, `null` included.
+   */
+  ip: string | null;
 }
 
 /**
@@ -95,15 +103,19 @@ export interface KeyStore {
    * `expectedVersion`. Resolves `true` when written, `false` when the record is missing or at
    * another version. Never creates a record. The counters (`remaining`, `refilledAt`) are written
    * only with `counters: true` (an edit of the quota); otherwise the stored ones stay, since
-   * `spend` may have changed them after the caller's read.
+   * `spend` may have changed them after the caller's read. A touch may also have landed since
+   * then: the built-in stores keep the stored `lastUsedAt` and `lastUsedIp` when that time is
+   * later than the given one.
    */
   update(next: KeyRecord, expectedVersion: number, counters?: boolean): Promise<boolean>;
   /** Removes the record for good. Resolves `true` if it existed. */
   delete(id: string): Promise<boolean>;
   /**
-   * Sets `lastUsedAt` for several keys in one write, without touching `version` or `updatedAt`.
-   * Missing ids are ignored (a touch never re-creates a deleted key); an older time never
-   * overwrites a newer one.
+   * Sets `lastUsedAt` and `lastUsedIp` for several keys in one write, without touching `version`
+   * or `updatedAt`. Missing ids are ignored (a touch never re-creates a deleted key). The pair
+   * moves together: an entry whose time is later than the stored one sets both (`lastUsedIp` to
+   * the entry's `ip`, `null` included); an older or equal time changes neither. Of entries for one
+   * id, the latest time wins, with its ip.
    */
   touch(entries: readonly TouchEntry[]): Promise<void>;
   /**

@@ -29,6 +29,11 @@ export interface ApiKey {
   readonly updatedAt: Date;
   /** Last successful verify, written in batches; may lag by the flush interval. */
   readonly lastUsedAt: Date | null;
+  /**
+   * The client address of the verify that set `lastUsedAt`, canonical (`canonicalIp`), written with
+   * it. `null` when that verify was given no `ip`, or one that does not parse, or the key was never used.
+   */
+  readonly lastUsedIp: string | null;
   /** After this instant the key is refused with `EXPIRED`; `null` = never. */
   readonly expiresAt: Date | null;
   readonly metadata: Readonly<KeyMetadata>;
@@ -209,7 +214,10 @@ export interface RotateOptions extends WriteOptions {
 export interface VerifyOptions {
   /** Scope(s) the request needs; with several, all are required. */
   scope?: string | readonly string[] | undefined;
-  /** The client address, checked against the key's allow-list. An unparsable address never matches. */
+  /**
+   * The client address, checked against the key's allow-list (an unparsable address never
+   * matches), and kept canonical as the key's `lastUsedIp` when the verify succeeds.
+   */
   ip?: string | null | undefined;
   /**
    * What this request spends of the key's rate limit and quota, 0..1,000,000,000 (0 checks

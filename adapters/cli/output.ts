@@ -49,7 +49,7 @@ export function keyTable(keys: readonly ApiKey[], now: number): string {
     .concat('\n');
 }
 
-/** One key, field by field, with what the table leaves out (created, updated, version, metadata). */
+/** One key, field by field, with what the table leaves out (created, updated, last used IP, version, metadata). */
 export function keyDetails(key: ApiKey, now: number): string {
   const fields: Array<[string, string]> = [
     ['id', key.id],
@@ -62,6 +62,7 @@ export function keyDetails(key: ApiKey, now: number): string {
     ['created', time(key.createdAt)],
     ['updated', time(key.updatedAt)],
     ['last used', time(key.lastUsedAt)],
+    ['last used IP', key.lastUsedIp ?? '-'],
     ['expires', time(key.expiresAt, now)],
     ['version', String(key.version)],
     ['metadata', JSON.stringify(key.metadata)],

@@ -103,8 +103,13 @@ export class MemoryStore implements KeyStore, SyncLookupStore, SyncSpendStore {
       const holder = d === null ? undefined : this.byDigest.get(d);
       if (holder && holder.id !== next.id) throw new StoreConflictError('a key with this token digest already exists');
     }
-    // The counters as spend() left them, unless this edit sets them.
-    const kept = this.freeze(counters ? next : { ...next, remaining: current.remaining, refilledAt: current.refilledAt });
+    // The counters as spend() left them, unless this edit sets them; the last use as a touch since
+    // the caller's read may have left it (the stored pair, unless the given time is later).
+    let written = counters ? next : { ...next, remaining: current.remaining, refilledAt: current.refilledAt };
+    if (current.lastUsedAt !== null && (next.lastUsedAt === null || current.lastUsedAt >= next.lastUsedAt)) {
+      written = { ...written, lastUsedAt: current.lastUsedAt, lastUsedIp: current.lastUsedIp };
+    }
+    const kept = this.freeze(written);
     this.unindex(current);
     this.byId.set(kept.id, kept);
     this.index(kept);
@@ -145,10 +150,10 @@ export class MemoryStore implements KeyStore, SyncLookupStore, SyncSpendStore {
   }
 
   async touch(entries: readonly TouchEntry[]): Promise<void> {
-    for (const { id, lastUsedAt } of entries) {
+    for (const { id, lastUsedAt, ip } of entries) {
       const current = this.byId.get(id);
       if (!current || (current.lastUsedAt !== null && current.lastUsedAt >= lastUsedAt)) continue;
-      const kept = this.freeze({ ...current, lastUsedAt: new Date(lastUsedAt.getTime()) });
+      const kept = this.freeze({ ...current, lastUsedAt: new Date(lastUsedAt.getTime()), lastUsedIp: ip ?? null });
       this.byId.set(id, kept);
       this.index(kept);
       this.ordered[this.find(current)] = kept;
@@ -173,6 +178,7 @@ export class MemoryStore implements KeyStore, SyncLookupStore, SyncSpendStore {
       createdAt: r.createdAt,
       updatedAt: r.updatedAt,
       lastUsedAt: r.lastUsedAt,
+      lastUsedIp: r.lastUsedIp,
       expiresAt: r.expiresAt,
       metadata: frozenJson(r.metadata) as KeyRecord['metadata'],
       rateLimit: r.rateLimit === null ? null : (frozenJson(r.rateLimit) as KeyRecord['rateLimit']),

@@ -1,8 +1,9 @@
 // The Lua scripts that make every write of the Redis store atomic, and the one-round-trip lookup.
 //
 // A record lives in one hash, `{prefix}k:<id>`, with the fields
-//   r  = the record as JSON (everything but lastUsedAt and the quota counters), v = version,
-//   a  = '1' | '0' (active), u = lastUsedAt in ms (absent = never), m = its member in the list indexes,
+//   r  = the record as JSON (everything but lastUsedAt, lastUsedIp and the quota counters), v = version,
+//   a  = '1' | '0' (active), u = lastUsedAt in ms (absent = never), ui = lastUsedIp (absent = none),
+//   m  = its member in the list indexes,
 //   q  = remaining uses (absent = no quota), qt = refilledAt in ms (absent = none),
 //   dk = the key of its digest index entry, pk = the one of its previous digest (absent = none),
 //   ok = the key of its owner index (absent = no owner).
@@ -16,7 +17,7 @@ import { LuaScript } from './client.js';
 
 /**
  * KEYS: record, all, digest. ARGV: json, version, active, prevDigestKey|'', ownerKey|'', member,
- * lastUsed|'', remaining|'', refilledAt|''.
+ * lastUsed|'', remaining|'', refilledAt|'', lastUsedIp|''.
  * Returns 1, or -1 when the id is taken, -2 when a digest is.
  */
 export const INSERT = new LuaScript(`
@@ -36,17 +37,20 @@ end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'u', ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'q', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'qt', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'ui', ARGV[10]) end
 redis.call('ZADD', KEYS[2], 0, ARGV[6])
 return 1
 `);
 
 /**
  * Compare-and-set. KEYS: record, all, digest. ARGV: expectedVersion, json, version, active,
- * prevDigestKey|'', ownerKey|'', member, lastUsed|'', remaining|'', refilledAt|'', counters '1'|'0'.
+ * prevDigestKey|'', ownerKey|'', member, lastUsed|'', remaining|'', refilledAt|'', lastUsedIp|'',
+ * counters '1'|'0'.
  * Returns 1 when written, 0 when the record is gone or at another version, -2 when a new digest
- * belongs to another record. Digest and owner index entries follow the record; lastUsedAt keeps
- * the later of the stored and the given time; the quota counters are written only with
- * counters '1' (absent for ''), else they stay as SPEND left them.
+ * belongs to another record. Digest and owner index entries follow the record; lastUsedAt and
+ * lastUsedIp are written only when the given time is later than the stored one (else the stored
+ * pair stays); the quota counters are written only with counters '1' (absent for ''), else they
+ * stay as SPEND left them.
  */
 export const UPDATE = new LuaScript(`
 local cur = redis.call('HMGET', KEYS[1], 'v', 'dk', 'pk', 'ok', 'm', 'u')
@@ -82,9 +86,12 @@ else
   redis.call('HDEL', KEYS[1], 'ok')
 end
 local used = ARGV[8]
-if cur[6] and (used == '' or tonumber(cur[6]) > tonumber(used)) then used = cur[6] end
-if used ~= '' then redis.call('HSET', KEYS[1], 'u', used) end
-if ARGV[11] == '1' then
+if cur[6] and (used == '' or tonumber(cur[6]) >= tonumber(used)) then used = '' end
+if used ~= '' then
+  redis.call('HSET', KEYS[1], 'u', used)
+  if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'ui', ARGV[11]) else redis.call('HDEL', KEYS[1], 'ui') end
+end
+if ARGV[12] == '1' then
   if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'q', ARGV[9]) else redis.call('HDEL', KEYS[1], 'q') end
   if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'qt', ARGV[10]) else redis.call('HDEL', KEYS[1], 'qt') end
 end
@@ -108,11 +115,14 @@ redis.call('DEL', KEYS[1])
 return 1
 `);
 
-/** KEYS: digest. The verify path in one round trip: [json, lastUsed, remaining, refilledAt] of the record, or nil. */
+/**
+ * KEYS: digest. The verify path in one round trip: [json, lastUsed, remaining, refilledAt,
+ * lastUsedIp] of the record, or nil.
+ */
 export const FIND_BY_DIGEST = new LuaScript(`
 local k = redis.call('GET', KEYS[1])
 if not k then return false end
-return redis.call('HMGET', k, 'r', 'u', 'q', 'qt')
+return redis.call('HMGET', k, 'r', 'u', 'q', 'qt', 'ui')
 `);
 
 /**
@@ -156,14 +166,22 @@ return { spent and 1 or 0, remaining, refilledAt }
 `);
 
 /**
- * KEYS: the records. ARGV: one time in ms per record. Sets lastUsedAt where the record exists and
- * the time is later than the stored one; never creates a record, never changes its version.
+ * KEYS: the records. ARGV: per record, a time in ms and an address ('' = none). Where the record
+ * exists and the time is later than the stored one, sets lastUsedAt to it and lastUsedIp to the
+ * address (removing it for ''); an older time changes neither. Never creates a record, never
+ * changes its version.
  */
 export const TOUCH = new LuaScript(`
 for i, k in ipairs(KEYS) do
+  local at = ARGV[2 * i - 1]
   local cur = redis.call('HMGET', k, 'v', 'u')
-  if cur[1] and (not cur[2] or tonumber(cur[2]) < tonumber(ARGV[i])) then
-    redis.call('HSET', k, 'u', ARGV[i])
+  if cur[1] and (not cur[2] or tonumber(cur[2]) < tonumber(at)) then
+    local ip = ARGV[2 * i]
+    if ip ~= '' then redis.call('HSET', k, 'u', at, 'ui', ip)
+    else
+      redis.call('HSET', k, 'u', at)
+      redis.call('HDEL', k, 'ui')
+    end
   end
 end
 return #KEYS
@@ -173,7 +191,7 @@ return #KEYS
  * One page of an index. KEYS: the sorted set. ARGV: record key prefix, start ('-' or '(<member>'),
  * how many members to read, active filter ('' | '1' | '0'), owner filter ('' = any | '-' = only
  * records without an owner, i.e. without an `ok` field).
- * Returns [exhausted 1|0, last member read, json1, lastUsed1, remaining1, refilledAt1, json2, …]:
+ * Returns [exhausted 1|0, last member read, json1, lastUsed1, remaining1, refilledAt1, lastUsedIp1, json2, …]:
  * the members read that pass the filters. At most `count` records are read per call, so a filter that matches
  * few keys never holds Redis for long; the caller asks again from the last member.
  */
@@ -182,12 +200,13 @@ local count = tonumber(ARGV[3])
 local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, count)
 local out = { (#members < count) and 1 or 0, members[#members] or '' }
 for _, m in ipairs(members) do
-  local rec = redis.call('HMGET', ARGV[1] .. string.sub(m, 17), 'r', 'u', 'a', 'ok', 'q', 'qt')
+  local rec = redis.call('HMGET', ARGV[1] .. string.sub(m, 17), 'r', 'u', 'a', 'ok', 'q', 'qt', 'ui')
   if rec[1] and (ARGV[4] == '' or rec[3] == ARGV[4]) and (ARGV[5] ~= '-' or not rec[4]) then
     out[#out + 1] = rec[1]
     out[#out + 1] = rec[2]
     out[#out + 1] = rec[5]
     out[#out + 1] = rec[6]
+    out[#out + 1] = rec[7]
   end
 end
 return out

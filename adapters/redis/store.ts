@@ -59,8 +59,8 @@ if (LAZY_FIELDS.length !== 1 || (LAZY_FIELDS[0] as (typeof LAZY_FIELDS)[number])
 const LAZY_FIELD: FieldName = (LAZY_FIELDS[0] as (typeof LAZY_FIELDS)[number])[0];
 /**
  * The fields kept in a record's JSON, in the order `encode` writes them: every field but the
- * touched one (lastUsedAt, in `u`) and the counters (in `q`, `qt`), which change without a new
- * version and so live beside the record; then the lazy field; then the trailer.
+ * touched ones (lastUsedAt in `u`, lastUsedIp in `ui`) and the counters (in `q`, `qt`), which
+ * change without a new version and so live beside the record; then the lazy field; then the trailer.
  */
 const RECORD_FIELDS = [
   ...FIELD_LIST.filter(([name, spec]) => !spec.touched && !spec.counter && !spec.lazy && name !== TRAILER),
@@ -125,14 +125,20 @@ function storedNumber(value: unknown): number | null {
   return n;
 }
 
-/** A record from its hash fields: `r`, `u` (lastUsedAt), `q` (remaining) and `qt` (refilledAt). */
-function decode(json: unknown, lastUsed: unknown, remaining: unknown, refilledAt: unknown): KeyRecord {
+/** A stored text (a hash field), or null when absent. */
+function storedText(value: unknown): string | null {
+  if (value === null || value === undefined || value === '') return null;
+  return typeof value === 'string' ? value : String(value);
+}
+
+/** A record from its hash fields: `r`, `u` (lastUsedAt), `q` (remaining), `qt` (refilledAt) and `ui` (lastUsedIp). */
+function decode(json: unknown, lastUsed: unknown, remaining: unknown, refilledAt: unknown, lastUsedIp: unknown): KeyRecord {
   if (typeof json !== 'string') throw new Error('Redis returned a key record that is not a string');
   const split = splitMetadata(json);
   const stored = split ? split.rest : (JSON.parse(json) as Record<string, unknown>);
   const record: Record<string, unknown> = {};
   for (const [name, spec] of FIELD_LIST) {
-    if (spec.touched) record[name] = storedDate(lastUsed);
+    if (spec.touched) record[name] = spec.kind === 'time' ? storedDate(lastUsed) : storedText(lastUsedIp);
     else if (spec.counter) record[name] = spec.kind === 'time' ? storedDate(refilledAt) : storedNumber(remaining);
     else if (split && name === LAZY_FIELD) defineLazyJson(record, name, split.text);
     else {
@@ -206,6 +212,7 @@ export class RedisStore implements KeyStore {
       r.lastUsedAt === null ? '' : String(r.lastUsedAt.getTime()),
       r.remaining === null ? '' : String(r.remaining),
       r.refilledAt === null ? '' : String(r.refilledAt.getTime()),
+      r.lastUsedIp ?? '',
     ];
   }
 
@@ -217,13 +224,13 @@ export class RedisStore implements KeyStore {
   }
 
   async findById(id: string): Promise<KeyRecord | null> {
-    const reply = (await this.send('findById', ['HMGET', this.recordKey(id), 'r', 'u', 'q', 'qt'])) as unknown[];
-    return reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3]);
+    const reply = (await this.send('findById', ['HMGET', this.recordKey(id), 'r', 'u', 'q', 'qt', 'ui'])) as unknown[];
+    return reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3], reply[4]);
   }
 
   async findByDigest(digest: string): Promise<KeyRecord | null> {
     const reply = (await FIND_BY_DIGEST.run(this.send, 'findByDigest', [this.digestKey(digest)], [])) as unknown[] | null;
-    return reply == null || reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3]);
+    return reply == null || reply[0] == null ? null : decode(reply[0], reply[1], reply[2], reply[3], reply[4]);
   }
 
   async list(query: StoreListQuery): Promise<KeyRecord[]> {
@@ -241,7 +248,7 @@ export class RedisStore implements KeyStore {
       const count = Math.min(LIST_BATCH_MAX, filtered ? Math.max(wanted, LIST_BATCH_FILTERED) : wanted);
       const args = [`${this.prefix}k:`, start, String(count), filter, ownerless ? '-' : ''];
       const reply = (await LIST.run(this.send, 'list', [index], args)) as unknown[];
-      for (let i = 2; i < reply.length; i += 4) out.push(decode(reply[i], reply[i + 1], reply[i + 2], reply[i + 3]));
+      for (let i = 2; i < reply.length; i += 5) out.push(decode(reply[i], reply[i + 1], reply[i + 2], reply[i + 3], reply[i + 4]));
       if (reply[0] === 1 || typeof reply[1] !== 'string' || reply[1] === '') break;
       start = `(${reply[1]}`;
     }
@@ -275,9 +282,13 @@ export class RedisStore implements KeyStore {
 
   async touch(entries: readonly TouchEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const keys = entries.map((e) => this.recordKey(e.id));
-    const times = entries.map((e) => String(e.lastUsedAt.getTime()));
-    await TOUCH.run(this.send, 'touch', keys, times);
+    const keys: string[] = [];
+    const args: string[] = [];
+    for (const e of entries) {
+      keys.push(this.recordKey(e.id));
+      args.push(String(e.lastUsedAt.getTime()), e.ip ?? '');
+    }
+    await TOUCH.run(this.send, 'touch', keys, args);
   }
 }
 

@@ -29,6 +29,11 @@ export interface Dialect {
     readonly digest: string;
     readonly name: string;
     readonly hint: string;
+    /**
+     * A canonical client address (`canonicalIp`): IPv4, or IPv6 in hex groups, at most 39
+     * characters; room for 45, the longest address text there is (an IPv6 address with an IPv4 tail).
+     */
+    readonly ip: string;
     /** JSON text of scopes, allowed addresses and metadata. */
     readonly json: string;
     readonly boolean: string;
@@ -130,6 +135,7 @@ export const postgresDialect: Dialect = {
     digest: 'VARCHAR(128) COLLATE "C"',
     name: 'VARCHAR(255)',
     hint: 'VARCHAR(100)',
+    ip: 'VARCHAR(45)',
     json: 'TEXT',
     boolean: 'BOOLEAN',
     time: 'BIGINT',
@@ -177,6 +183,7 @@ export const mysqlDialect: Dialect = {
     digest: 'VARBINARY(255)',
     name: 'VARCHAR(255)',
     hint: 'VARCHAR(100)',
+    ip: 'VARCHAR(45)',
     json: 'MEDIUMTEXT',
     boolean: 'BOOLEAN',
     time: 'BIGINT',
@@ -223,6 +230,7 @@ export const sqliteDialect: Dialect = {
     digest: 'TEXT',
     name: 'TEXT',
     hint: 'TEXT',
+    ip: 'TEXT',
     json: 'TEXT',
     boolean: 'INTEGER',
     time: 'INTEGER',

@@ -49,8 +49,8 @@ export interface SqlStoreOptions {
 export interface SqlSchemaOptions extends SqlStoreOptions {
   /**
    * Give the statements that add to a table created by an earlier keygate the columns it lacks
-   * (`rate_limit`, `remaining`, `refill`, `refilled_at`), instead of those that create the table.
-   * `migrate()` does the same by itself.
+   * (`rate_limit`, `remaining`, `refill`, `refilled_at`, `last_used_ip`), instead of those that
+   * create the table. `migrate()` does the same by itself.
    * @default false
    */
   upgrade?: boolean | undefined;
@@ -67,7 +67,11 @@ const TOUCH_MAX = 4096;
  * before them keeps working (see {@link SqlStore}); `migrate()` adds them, and
  * {@link upgradeScript} gives the ALTER TABLE statements for migration tools. All are nullable.
  */
-const ADDED_COLUMNS: readonly string[] = ['rate_limit', 'remaining', 'refill', 'refilled_at'];
+const ADDED_COLUMNS: readonly string[] = ['rate_limit', 'remaining', 'refill', 'refilled_at', 'last_used_ip'];
+
+/** The touched columns: the time of a key's last use, and the client address that goes with it. */
+const LAST_USED_AT = 'last_used_at';
+const LAST_USED_IP = 'last_used_ip';
 
 /** How often, at most, a store on a table that lacks columns reads its column list again (ms). */
 const RECHECK_MS = 1000;
@@ -164,9 +168,10 @@ function specOf(column: string): FieldSpec {
 
 /**
  * The statements that add to a table created by an earlier keygate the columns it lacks
- * (`rate_limit`, `remaining`, `refill`, `refilled_at`), for migration tools. On PostgreSQL they
- * can run again harmlessly (ADD COLUMN IF NOT EXISTS); on MySQL 8, which has no IF NOT EXISTS for
- * columns, and on SQLite they are meant to run once, as a migration tool runs a migration.
+ * (`rate_limit`, `remaining`, `refill`, `refilled_at`, `last_used_ip`), for migration tools. On
+ * PostgreSQL they can run again harmlessly (ADD COLUMN IF NOT EXISTS); on MySQL 8, which has no IF
+ * NOT EXISTS for columns, and on SQLite they are meant to run once, as a migration tool runs a
+ * migration.
  */
 export function upgradeStatements(dialect: Dialect, tableName: string = DEFAULT_TABLE): string[] {
   const table = resolveTable(dialect, tableName);
@@ -250,10 +255,16 @@ function decodeValue(dialect: Dialect, spec: FieldSpec, value: unknown): unknown
   }
 }
 
+/** The position of the last_used_at field in the field table: the time the touched columns follow. */
+const LAST_USED_AT_FIELD = FIELD_LIST.findIndex(([, spec]) => spec.column === LAST_USED_AT);
+
 /**
  * The SET list of the compare-and-set UPDATE, column by column, with the field each placeholder
- * binds: every column `written` keeps but `id`. A touched column (last_used_at) keeps the later of
- * the stored and the given time, since a touch may have landed after the caller's read.
+ * binds: every column `written` keeps but `id`. The touched columns keep the stored pair when the
+ * stored last_used_at is the later one, since a touch may have landed after the caller's read:
+ * last_used_at becomes the later of the two times, last_used_ip the address of that time.
+ * last_used_ip is assigned first, from the stored last_used_at: MySQL (and MariaDB by default)
+ * evaluate each assignment after the ones before it, PostgreSQL and SQLite from the row as it was.
  */
 function updateAssignments(dialect: Dialect, written: (spec: FieldSpec) => boolean): { text: string; binds: number[] } {
   const binds: number[] = [];
@@ -262,18 +273,29 @@ function updateAssignments(dialect: Dialect, written: (spec: FieldSpec) => boole
     return dialect.param(binds.length);
   };
   const parts: string[] = [];
-  FIELD_LIST.forEach(([name, spec], field) => {
-    if (name === 'id' || !written(spec)) return;
-    const c = spec.column;
-    if (spec.touched) {
-      const given = bind(field);
-      parts.push(`${c} = CASE WHEN ${c} IS NULL OR ${c} < ${dialect.time(given)} THEN ${dialect.time(bind(field))} ELSE ${c} END`);
-    } else {
-      parts.push(`${c} = ${bind(field)}`);
-    }
-  });
+  const at = LAST_USED_AT;
+  // Placeholders are bound in the order they appear: the address first, then the other columns.
+  const follows = (spec: FieldSpec): boolean => spec.touched && spec.column !== at;
+  for (const pass of [true, false]) {
+    FIELD_LIST.forEach(([name, spec], field) => {
+      if (name === 'id' || !written(spec) || follows(spec) !== pass) return;
+      const c = spec.column;
+      if (follows(spec)) {
+        const given = bind(LAST_USED_AT_FIELD);
+        parts.push(`${c} = CASE WHEN ${at} IS NULL OR ${at} < ${dialect.time(given)} THEN ${bind(field)} ELSE ${c} END`);
+      } else if (spec.touched) {
+        const given = bind(field);
+        parts.push(`${c} = CASE WHEN ${c} IS NULL OR ${c} < ${dialect.time(given)} THEN ${dialect.time(bind(field))} ELSE ${c} END`);
+      } else {
+        parts.push(`${c} = ${bind(field)}`);
+      }
+    });
+  }
   return { text: parts.join(', '), binds };
 }
+
+/** One key of a touch statement: its id, the time in ms, the address. */
+type TouchRow = [id: string, at: number, ip: string | null];
 
 /** A write statement and, for each of its placeholders in order, the index of the field it binds. */
 interface Write {
@@ -398,16 +420,17 @@ function spendResult(spent: boolean, state: QuotaState): SpendResult {
  * when it takes the uses; a refusal costs one more read (and a write when a refill is due).
  *
  * A table created by an earlier keygate lacks the columns added since: `rate_limit`, `remaining`,
- * `refill` and `refilled_at`. `migrate()` adds them (or run the upgrade script, e.g.
- * `postgresSchema({ upgrade: true })`, with your migration tool). Until then the store keeps
+ * `refill`, `refilled_at` and `last_used_ip`. `migrate()` adds them (or run the upgrade script,
+ * e.g. `postgresSchema({ upgrade: true })`, with your migration tool). Until then the store keeps
  * working on that table: the first statement that names a missing column makes it read the
  * table's column list, and from then on it reads the missing columns as NULL and writes only the
  * columns there are. Existing keys read, list and verify as before, and keys without a rate limit
- * or quota can be created and edited; a rate limit, quota or refill is refused with a
- * ValidationError naming the field and the column, which says to run migrate(), and `spend`
- * fails likewise. Meanwhile the store reads the column list again at most once a second, so it
- * notices a migration run elsewhere; its own `migrate()` switches back at once. A migrated table
- * pays nothing for this.
+ * or quota can be created and edited; `touch` and `update` write `lastUsedAt` without its address
+ * (`lastUsedIp` reads as null); a rate limit, quota or refill is refused with a ValidationError
+ * naming the field and the column, which says to run migrate(), and `spend` fails likewise.
+ * Meanwhile the store reads the column list again at most once a second, so it notices a
+ * migration run elsewhere; its own `migrate()` switches back at once. A migrated table pays
+ * nothing for this.
  */
 export class SqlStore implements KeyStore {
   /** The table name, as configured. */
@@ -550,17 +573,21 @@ export class SqlStore implements KeyStore {
   }
 
   async touch(entries: readonly TouchEntry[]): Promise<void> {
-    // The latest time per key; an id given twice is written once.
-    const latest = new Map<string, number>();
-    for (const { id, lastUsedAt } of entries) {
+    // The latest time per key, with its address; an id given twice is written once.
+    const latest = new Map<string, TouchRow>();
+    for (const { id, lastUsedAt, ip } of entries) {
       const at = lastUsedAt.getTime();
       const seen = latest.get(id);
-      if (seen === undefined || at > seen) latest.set(id, at);
+      if (seen === undefined || at > seen[1]) latest.set(id, [id, at, ip ?? null]);
     }
-    const all = [...latest];
+    const all = [...latest.values()];
     for (let i = 0; i < all.length; i += TOUCH_MAX) {
-      const { text, values } = this.touchStatement(all.slice(i, i + TOUCH_MAX));
-      await this.driver.query(text, values, true);
+      const batch = all.slice(i, i + TOUCH_MAX);
+      // On a table without last_used_ip (not migrated yet), the time alone.
+      await this.run((s) => {
+        const { text, values } = this.touchStatement(batch, !s.missing.has(LAST_USED_IP));
+        return this.driver.query(text, values, true);
+      });
     }
   }
 
@@ -729,7 +756,8 @@ export class SqlStore implements KeyStore {
   private assertColumns(record: KeyRecord, statements: Statements, counters: boolean): void {
     if (statements.missing.size === 0) return;
     for (const [name, spec] of FIELD_LIST) {
-      if (!statements.missing.has(spec.column) || (spec.counter && !counters) || record[name] === null) continue;
+      // A touched value is bookkeeping: where its column is missing it is not kept, like a touch's.
+      if (!statements.missing.has(spec.column) || spec.touched || (spec.counter && !counters) || record[name] === null) continue;
       throw new ValidationError(
         name,
         `cannot be stored yet: the table ${this.table} has no column ${spec.column}. Run migrate() to add it (or the upgrade script, ${this.dialect.name}Schema({ upgrade: true }))`,
@@ -739,19 +767,25 @@ export class SqlStore implements KeyStore {
 
   /**
    * One UPDATE for the whole batch. The batch is padded (by repeating its last entry) to a power
-   * of two so that only a dozen distinct statements exist, each prepared once by the server.
+   * of two so that only a dozen distinct statements exist, each prepared once by the server. The
+   * WHERE clause picks the rows whose stored time is older, and both columns are set on those
+   * only: an older touch changes neither.
    */
-  private touchStatement(batch: Array<[string, number]>): { text: string; values: SqlValue[] } {
+  private touchStatement(batch: readonly TouchRow[], withIp: boolean): { text: string; values: SqlValue[] } {
     const d = this.dialect;
     const size = bucket(batch.length);
     const padded = batch.slice();
-    while (padded.length < size) padded.push(batch[batch.length - 1] as [string, number]);
+    while (padded.length < size) padded.push(batch[batch.length - 1] as TouchRow);
     return statement(d, (bind) => {
-      const byId = (): string => `CASE id${padded.map(([id, at]) => ` WHEN ${bind(id)} THEN ${d.time(bind(at))}`).join('')} END`;
-      const set = byId();
+      const times = (): string => `CASE id${padded.map(([id, at]) => ` WHEN ${bind(id)} THEN ${d.time(bind(at))}`).join('')} END`;
+      const ips = withIp
+        ? `${LAST_USED_IP} = CASE id${padded.map(([id, , ip]) => ` WHEN ${bind(id)} THEN ${bind(ip)}`).join('')} END, `
+        : '';
+      const set = times();
       const ids = padded.map(([id]) => bind(id)).join(', ');
-      const when = byId();
-      return `UPDATE ${d.quote(this.table)} SET last_used_at = ${set} WHERE id IN (${ids}) AND (last_used_at IS NULL OR last_used_at < ${when})`;
+      const when = times();
+      const at = LAST_USED_AT;
+      return `UPDATE ${d.quote(this.table)} SET ${ips}${at} = ${set} WHERE id IN (${ids}) AND (${at} IS NULL OR ${at} < ${when})`;
     });
   }
 

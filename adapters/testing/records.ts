@@ -16,6 +16,7 @@ export function sampleRecord(overrides: Partial<KeyRecord> = {}): KeyRecord {
     createdAt: at,
     updatedAt: at,
     lastUsedAt: null,
+    lastUsedIp: null,
     expiresAt: null,
     metadata: {},
     rateLimit: null,

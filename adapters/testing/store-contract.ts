@@ -121,7 +121,7 @@ const idsOf = (keys: readonly { id: string }[]): string[] => keys.map((k) => k.i
 /**
  * Registers the store contract suite with your test runner: the checks every built-in store passes
  * (exact round trips, cursor pagination, compare-and-set under concurrency, no resurrection after
- * delete, rotation grace periods, expiry, batched `lastUsedAt`, no secret at rest), run through a
+ * delete, rotation grace periods, expiry, batched `lastUsedAt` and `lastUsedIp`, no secret at rest), run through a
  * real manager and against the store directly. Assertions use `node:assert/strict`.
  *
  * @param runner your runner's `{ describe, it, beforeAll, afterAll }` (node:test: `{ describe, it, before, after }`)
@@ -188,6 +188,7 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
         allowedIps: ['203.0.113.7', '2001:db8::1'],
         ownerId: 'shop-42',
         lastUsedAt: null,
+        lastUsedIp: null,
         version: 1,
         metadata: { team: 'ops', nested: { n: 1, list: [true, null, 'x'] } },
       });
@@ -677,9 +678,68 @@ export function storeContractSuite(runner: TestRunner, setup: () => Promise<Stor
       assert.equal(used?.version, 1);
       assert.equal(await keys.get(gone.id), null);
       // An older time never overwrites a newer one.
-      await store.touch([{ id: key.id, lastUsedAt: new Date(clock.now() - 10_000) }]);
+      await store.touch([{ id: key.id, lastUsedAt: new Date(clock.now() - 10_000), ip: null }]);
       assert.equal((await keys.get(key.id))?.lastUsedAt?.getTime(), clock.now());
       await store.touch([]);
+    });
+
+    check('writes lastUsedIp with lastUsedAt: the canonical address of the latest use, or null', async () => {
+      const keys = manager({ lastUsedFlushMs: 60_000 });
+      const ownerId = 'last-used-ip';
+      const { key, token } = await keys.create({ name: 'from where', scopes: ['all'], ownerId });
+      const { key: anonymous, token: anonymousToken } = await keys.create({ name: 'from nowhere', scopes: ['all'], ownerId });
+      assertFields(await keys.get(key.id), { lastUsedAt: null, lastUsedIp: null });
+      // The address as the allow-list check reads it: an IPv4-mapped IPv6 address is its IPv4 address.
+      assert.equal((await keys.verify(token, { ip: '::ffff:203.0.113.7' })).valid, true);
+      assert.equal((await keys.verify(anonymousToken)).valid, true);
+      await keys.flush();
+      const first = new Date(clock.now());
+      assertFields(await keys.get(key.id), { lastUsedAt: first, lastUsedIp: '203.0.113.7', version: 1 });
+      assertFields(await keys.get(anonymous.id), { lastUsedAt: first, lastUsedIp: null });
+      const listed = new Map((await keys.list({ ownerId })).keys.map((k) => [k.id, k.lastUsedIp]));
+      assert.deepStrictEqual(
+        listed,
+        new Map([
+          [key.id, '203.0.113.7'],
+          [anonymous.id, null],
+        ]),
+      );
+
+      // A later use writes both, the address canonical (IPv6 compressed, lower case).
+      clock.advance(1000);
+      await keys.verify(token, { ip: '2001:DB8:0:0::1' });
+      await keys.flush();
+      const second = new Date(clock.now());
+      assertFields(await keys.get(key.id), { lastUsedAt: second, lastUsedIp: '2001:db8::1', version: 1 });
+      const verified = await keys.verify(token);
+      assert.ok(verified.valid);
+      assertFields(verified.key, { lastUsedAt: second, lastUsedIp: '2001:db8::1' });
+
+      // An older or equal time changes neither the time nor the address.
+      await store.touch([
+        { id: key.id, lastUsedAt: new Date(second.getTime() - 10_000), ip: '192.0.2.1' },
+        { id: key.id, lastUsedAt: second, ip: '192.0.2.2' },
+      ]);
+      assertFields(await store.findById(key.id), { lastUsedAt: second, lastUsedIp: '2001:db8::1', version: 1 });
+      // A later one without an address (a verify given none) clears the address.
+      const third = new Date(second.getTime() + 1);
+      await store.touch([{ id: key.id, lastUsedAt: third, ip: null }]);
+      assertFields(await store.findById(key.id), { lastUsedAt: third, lastUsedIp: null, version: 1 });
+      // In one batch, the latest time of a key wins, with its address.
+      await store.touch([
+        { id: key.id, lastUsedAt: new Date(third.getTime() + 2), ip: '198.51.100.2' },
+        { id: anonymous.id, lastUsedAt: new Date(third.getTime() + 5), ip: '198.51.100.5' },
+        { id: key.id, lastUsedAt: new Date(third.getTime() + 1), ip: '198.51.100.1' },
+      ]);
+      assertFields(await store.findById(key.id), { lastUsedAt: new Date(third.getTime() + 2), lastUsedIp: '198.51.100.2' });
+      assertFields(await store.findById(anonymous.id), { lastUsedAt: new Date(third.getTime() + 5), lastUsedIp: '198.51.100.5' });
+
+      // A touch of a deleted key, with an address, re-creates nothing.
+      assert.equal(await store.delete(anonymous.id), true);
+      await store.touch([{ id: anonymous.id, lastUsedAt: new Date(third.getTime() + 10), ip: '198.51.100.10' }]);
+      assert.equal(await store.findById(anonymous.id), null);
+      assert.equal(await keys.get(anonymous.id), null);
+      assertFields(await keys.verify(anonymousToken), { valid: false, code: 'NOT_FOUND' });
     });
 
     check(

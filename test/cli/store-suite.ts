@@ -126,6 +126,7 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
         'createdAt',
         'updatedAt',
         'lastUsedAt',
+        'lastUsedIp',
         'expiresAt',
         'metadata',
         'rateLimit',
@@ -144,6 +145,7 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
       expiresAt: '2099-01-02T03:04:05.000Z',
       metadata: { team: 'erp', n: [1, 2] },
       lastUsedAt: null,
+      lastUsedIp: null,
       rateLimit: null,
       remaining: null,
       refill: null,
@@ -156,6 +158,7 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
     const table = await cli(['show', key.id]);
     expect(table.stdout).toMatch(/^allowed IPs\s+203\.0\.113\.7,2001:db8::1$/m);
     expect(table.stdout).toMatch(/^expires\s+2099-01-02T03:04:05Z$/m);
+    expect(table.stdout).toMatch(/^last used IP\s+-$/m);
   });
 
   it('verify answers with the exit status: 0 valid, 3 invalid, 4 forbidden', async () => {
@@ -197,13 +200,15 @@ export function cliStoreSuite(options: { name: string; bus: boolean }, setup: ()
     expect([expired.code, parsed(expired).code]).toEqual([3, 'EXPIRED']);
   });
 
-  it('verify writes the last-used time before it exits, and the process ends right after its output', async () => {
+  it('verify writes the last-used time and address before it exits, and the process ends right after its output', async () => {
     const { id, token } = await create('--name', 'last used', '--scopes', 'all');
-    const run = await cli(['verify', token]);
+    const run = await cli(['verify', token, '--ip', '::ffff:192.0.2.4']);
     expect(run.code).toBe(0);
     expect(run.exitLagMs).toBeLessThan(1000);
     const key = parsed<KeyJson>(await cli(['show', id, '--json']));
     expect(key.lastUsedAt).not.toBeNull();
+    expect(key.lastUsedIp).toBe('192.0.2.4');
+    expect((await cli(['show', id])).stdout).toMatch(/^last used IP\s+192\.0\.2\.4$/m);
     const listed = await cli(['list']);
     expect(listed.exitLagMs).toBeLessThan(1000);
   });

@@ -61,8 +61,8 @@ function describeSyncLookup(name: string, makeStore: () => Promise<KeyStore & Sy
       seen.add(again.digest);
       await agree();
       expect(store[findByDigestSync](a.digest)).toBeNull();
-      await store.touch([{ id: 'sync-b', lastUsedAt: new Date(Date.UTC(2030, 5, 1)) }]);
-      expect(store[findByDigestSync](b.digest)?.lastUsedAt).toEqual(new Date(Date.UTC(2030, 5, 1)));
+      await store.touch([{ id: 'sync-b', lastUsedAt: new Date(Date.UTC(2030, 5, 1)), ip: '203.0.113.5' }]);
+      expect(store[findByDigestSync](b.digest)).toMatchObject({ lastUsedAt: new Date(Date.UTC(2030, 5, 1)), lastUsedIp: '203.0.113.5' });
       await agree();
       expect(await store.delete('sync-b')).toBe(true);
       expect(store[findByDigestSync](b.digest)).toBeNull();
@@ -72,3 +72,22 @@ function describeSyncLookup(name: string, makeStore: () => Promise<KeyStore & Sy
 }
 
 describeSyncLookup('MemoryStore', async () => memoryStore());
+
+describe('MemoryStore: last use', () => {
+  it('an update keeps a newer last-used time written meanwhile, with its address, and writes a later one it carries', async () => {
+    const store = memoryStore();
+    const r = sampleRecord({ id: 'used' });
+    await store.insert(r);
+    const used = new Date(Date.UTC(2030, 0, 5));
+    await store.touch([{ id: 'used', lastUsedAt: used, ip: '203.0.113.9' }]);
+    // A copy read before the touch.
+    expect(await store.update({ ...r, name: 'renamed', version: 2 }, 1)).toBe(true);
+    expect(await store.findById('used')).toMatchObject({ name: 'renamed', lastUsedAt: used, lastUsedIp: '203.0.113.9' });
+    const stale = { ...r, name: 'stale', version: 3, lastUsedAt: new Date(used.getTime() - 1), lastUsedIp: '198.51.100.1' };
+    expect(await store.update(stale, 2)).toBe(true);
+    expect(await store.findById('used')).toMatchObject({ name: 'stale', lastUsedAt: used, lastUsedIp: '203.0.113.9' });
+    const later = new Date(used.getTime() + 1);
+    expect(await store.update({ ...r, name: 'later', version: 4, lastUsedAt: later, lastUsedIp: '2001:db8::7' }, 3)).toBe(true);
+    expect(await store.findById('used')).toMatchObject({ name: 'later', lastUsedAt: later, lastUsedIp: '2001:db8::7' });
+  });
+});

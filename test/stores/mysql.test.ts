@@ -73,6 +73,7 @@ describe.skipIf(!url)('MySQL', () => {
       createdAt: new Date(1000),
       updatedAt: new Date(1000),
       lastUsedAt: null,
+      lastUsedIp: null,
       expiresAt: null,
       metadata: {},
       rateLimit: null,

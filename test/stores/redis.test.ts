@@ -152,7 +152,7 @@ for (const setup of REDIS_CLIENT_SETUPS) {
           expect(await keys.delete(key.id)).toBe(true);
           expect(await keysUnder(client, own)).toEqual([]);
           // A late lastUsedAt write for the deleted key creates nothing either.
-          await layoutStore.touch([{ id: key.id, lastUsedAt: new Date() }]);
+          await layoutStore.touch([{ id: key.id, lastUsedAt: new Date(), ip: '192.0.2.1' }]);
           expect(await keysUnder(client, own)).toEqual([]);
         } finally {
           await deletePrefix(client, own);
@@ -276,15 +276,28 @@ for (const setup of REDIS_CLIENT_SETUPS) {
         expect((await store.findByDigest(a.digest))?.id).toBe(a.id);
       });
 
-      it('keeps the later lastUsedAt when an update carries an older one', async () => {
+      it('keeps the later lastUsedAt, with its lastUsedIp, when an update carries an older one, and writes a later one', async () => {
         const a = sampleRecord();
         await store.insert(a);
         const used = new Date(Date.UTC(2030, 0, 2));
-        await store.touch([{ id: a.id, lastUsedAt: used }]);
+        await store.touch([{ id: a.id, lastUsedAt: used, ip: '203.0.113.9' }]);
         expect(await store.update({ ...a, name: 'renamed', version: 2, lastUsedAt: null }, 1)).toBe(true);
         const read = await store.findById(a.id);
         expect(read?.name).toBe('renamed');
         expect(read?.lastUsedAt?.getTime()).toBe(used.getTime());
+        expect(read?.lastUsedIp).toBe('203.0.113.9');
+        const stale = { ...a, name: 'stale', version: 3, lastUsedAt: new Date(used.getTime() - 1), lastUsedIp: '198.51.100.1' };
+        expect(await store.update(stale, 2)).toBe(true);
+        expect(await store.findById(a.id)).toMatchObject({ name: 'stale', lastUsedAt: used, lastUsedIp: '203.0.113.9' });
+        const later = new Date(used.getTime() + 1);
+        expect(await store.update({ ...a, name: 'later', version: 4, lastUsedAt: later, lastUsedIp: '2001:db8::7' }, 3)).toBe(true);
+        expect(await store.findById(a.id)).toMatchObject({ name: 'later', lastUsedAt: later, lastUsedIp: '2001:db8::7' });
+        expect(String(await rawCommand(client, ['HGET', `${prefix}k:${a.id}`, 'ui']))).toBe('2001:db8::7');
+        // A later one without an address removes the stored address.
+        const last = new Date(used.getTime() + 2);
+        expect(await store.update({ ...a, name: 'last', version: 5, lastUsedAt: last, lastUsedIp: null }, 4)).toBe(true);
+        expect(await store.findById(a.id)).toMatchObject({ lastUsedAt: last, lastUsedIp: null });
+        expect(await rawCommand(client, ['HEXISTS', `${prefix}k:${a.id}`, 'ui'])).toBe(0);
       });
 
       it('reads records written before rate limits and quotas as having none, and gives them one on the next write', async () => {

@@ -106,6 +106,8 @@ export function describeSqlStore(name: string, makeHarness: () => Promise<SqlHar
       await store.migrate();
       const r = record('d1', {
         lastUsedAt: new Date(Date.UTC(2031, 5, 6, 7, 8, 9, 999)),
+        // The longest canonical address: eight groups of four digits.
+        lastUsedIp: '2001:db8:1234:5678:9abc:def0:1234:5678',
         expiresAt: new Date(Date.UTC(9999, 11, 31, 23, 59, 59, 999)),
         previousDigest: 'prev-d1',
         previousDigestExpiresAt: new Date(1),
@@ -136,47 +138,61 @@ export function describeSqlStore(name: string, makeHarness: () => Promise<SqlHar
       await keys.close();
     });
 
-    it('touch writes a whole batch in one statement, keeps the newest time and skips missing ids', async () => {
+    it('touch writes a whole batch in one statement, keeps the newest time with its address and skips missing ids', async () => {
       const t = table();
       const { store, statements } = harness.open(t);
       await store.migrate();
       const old = new Date(Date.UTC(2030, 0, 2));
       const newer = new Date(Date.UTC(2030, 0, 3));
       await store.insert(record('t1'));
-      await store.insert(record('t2', { digest: 'digest-t2', lastUsedAt: newer }));
+      await store.insert(record('t2', { digest: 'digest-t2', lastUsedAt: newer, lastUsedIp: '192.0.2.2' }));
       await store.insert(record('t3', { digest: 'digest-t3' }));
       const before = statements();
       await store.touch([
-        { id: 't1', lastUsedAt: old },
-        { id: 't1', lastUsedAt: newer },
-        { id: 't2', lastUsedAt: old },
-        { id: 'missing', lastUsedAt: newer },
-        { id: 't3', lastUsedAt: old },
+        { id: 't1', lastUsedAt: old, ip: '192.0.2.10' },
+        { id: 't1', lastUsedAt: newer, ip: '2001:db8::1' },
+        { id: 't2', lastUsedAt: old, ip: '192.0.2.20' },
+        { id: 'missing', lastUsedAt: newer, ip: '192.0.2.99' },
+        { id: 't3', lastUsedAt: old, ip: null },
       ]);
       expect(statements() - before).toBe(1);
-      expect((await store.findById('t1'))?.lastUsedAt).toEqual(newer);
-      expect((await store.findById('t2'))?.lastUsedAt).toEqual(newer);
-      expect((await store.findById('t3'))?.lastUsedAt).toEqual(old);
-      expect((await store.findById('t3'))?.version).toBe(1);
+      expect(await store.findById('t1')).toMatchObject({ lastUsedAt: newer, lastUsedIp: '2001:db8::1' });
+      expect(await store.findById('t2')).toMatchObject({ lastUsedAt: newer, lastUsedIp: '192.0.2.2' });
+      expect(await store.findById('t3')).toMatchObject({ lastUsedAt: old, lastUsedIp: null, version: 1 });
       expect(await store.findById('missing')).toBeNull();
       // Batches of every size up to the manager's 1000 are one statement each.
-      const many = Array.from({ length: 1000 }, (_, i) => ({ id: i % 2 ? 't1' : `none-${i}`, lastUsedAt: new Date(newer.getTime() + i) }));
+      const many = Array.from({ length: 1000 }, (_, i) => ({
+        id: i % 2 ? 't1' : `none-${i}`,
+        lastUsedAt: new Date(newer.getTime() + i),
+        ip: i % 4 === 3 ? `2001:db8::${i.toString(16)}` : null,
+      }));
       const mark = statements();
       await store.touch(many);
       expect(statements() - mark).toBe(1);
-      expect((await store.findById('t1'))?.lastUsedAt?.getTime()).toBe(newer.getTime() + 999);
+      expect(await store.findById('t1')).toMatchObject({ lastUsedAt: new Date(newer.getTime() + 999), lastUsedIp: '2001:db8::3e7' });
+      // A later use without an address clears the one before.
+      await store.touch([{ id: 't1', lastUsedAt: new Date(newer.getTime() + 1000), ip: null }]);
+      expect(await store.findById('t1')).toMatchObject({ lastUsedAt: new Date(newer.getTime() + 1000), lastUsedIp: null });
     });
 
-    it('an update keeps a newer last-used time written meanwhile', async () => {
+    it('an update keeps a newer last-used time written meanwhile, with its address, and writes a later one it carries', async () => {
       const t = table();
       const { store } = harness.open(t);
       await store.migrate();
       const r = record('u1');
       await store.insert(r);
       const used = new Date(Date.UTC(2030, 0, 5));
-      await store.touch([{ id: 'u1', lastUsedAt: used }]);
+      await store.touch([{ id: 'u1', lastUsedAt: used, ip: '203.0.113.9' }]);
       expect(await store.update({ ...r, name: 'renamed', version: 2 }, 1)).toBe(true);
-      expect(await store.findById('u1')).toMatchObject({ name: 'renamed', version: 2, lastUsedAt: used });
+      expect(await store.findById('u1')).toMatchObject({ name: 'renamed', version: 2, lastUsedAt: used, lastUsedIp: '203.0.113.9' });
+      const stale = { ...r, lastUsedAt: new Date(used.getTime() - 1), lastUsedIp: '198.51.100.1' };
+      expect(await store.update({ ...stale, name: 'stale', version: 3 }, 2)).toBe(true);
+      expect(await store.findById('u1')).toMatchObject({ name: 'stale', lastUsedAt: used, lastUsedIp: '203.0.113.9' });
+      // A later time than the stored one is written with its address. (MySQL assigns columns in
+      // order, each seeing the ones before: the address must be decided from the stored time.)
+      const later = new Date(used.getTime() + 1);
+      expect(await store.update({ ...r, name: 'later', version: 4, lastUsedAt: later, lastUsedIp: '2001:db8::7' }, 3)).toBe(true);
+      expect(await store.findById('u1')).toMatchObject({ name: 'later', lastUsedAt: later, lastUsedIp: '2001:db8::7' });
     });
 
     it('reports a rotated digest that collides with another key as a conflict, changing nothing', async () => {

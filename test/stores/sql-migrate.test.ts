@@ -1,4 +1,4 @@
-// Tables created before the rate limit and quota columns: the SQL stores work on them until migrate() (or the upgrade script) adds the columns, and after.
+// Tables created before the rate limit, quota and last-used address columns: the SQL stores work on them until migrate() (or the upgrade script) adds the columns, and after.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { mysqlSchema, mysqlStore } from '../../adapters/mysql/index.js';
 import { postgresSchema, postgresStore } from '../../adapters/postgres/index.js';
 import type { SqlStore } from '../../adapters/sql/index.js';
 import { sqliteSchema, sqliteStore } from '../../adapters/sqlite/index.js';
-import { createKeyManager, type KeyManager } from '../../src/index.js';
+import { type ApiKey, createKeyManager, type KeyManager, type KeyRecord } from '../../src/index.js';
 import { serviceUrl } from '../support/services.js';
 import { runsHere, SQLITE_DRIVERS } from '../support/sqlite-drivers.js';
 import { randomTable } from './sql-extras.js';
@@ -17,7 +17,7 @@ import { randomTable } from './sql-extras.js';
 /** The columns of a table made before rate limits and quotas. */
 const OLD_COLUMNS =
   'id, owner_id, name, active, scopes, allowed_ips, hint, created_at, updated_at, last_used_at, expires_at, metadata, version, digest, previous_digest, previous_digest_expires_at';
-const NEW_COLUMNS = ['rate_limit', 'remaining', 'refill', 'refilled_at'];
+const NEW_COLUMNS = ['rate_limit', 'remaining', 'refill', 'refilled_at', 'last_used_ip'];
 
 /** The schema keygate created before rate limits and quotas, as it wrote it, one statement each. */
 const OLD_SCHEMA = {
@@ -120,13 +120,15 @@ function describeOldTables(name: string, schema: (table: string) => readonly str
     let h: OldTableHarness;
     const tables: string[] = [];
     const managers: KeyManager[] = [];
+    /** What the managers reported through onError (a failed last-used write lands here, not in a call). */
+    const reported: unknown[] = [];
     const table = (): string => {
       const t = randomTable('kg_old');
       tables.push(t);
       return t;
     };
     const manager = (store: SqlStore): KeyManager => {
-      const m = createKeyManager({ store, storeTimeoutMs: 10_000 });
+      const m = createKeyManager({ store, storeTimeoutMs: 10_000, lastUsedFlushMs: 60_000, onError: (error) => reported.push(error) });
       managers.push(m);
       return m;
     };
@@ -166,6 +168,11 @@ function describeOldTables(name: string, schema: (table: string) => readonly str
       const verified = await keys.verify(token, { scope: 'orders:list' });
       expect(verified).toMatchObject({ valid: true, key: { id, ownerId: 'shop-1', rateLimit: null, remaining: null, refill: null } });
       expect(verified.valid && verified.key.metadata).toEqual({ plan: 'basic' });
+      // The last use is written without its address, which has no column yet.
+      await keys.verify(token, { ip: '203.0.113.7' });
+      await keys.flush();
+      expect(reported).toEqual([]);
+      expect(await keys.get(id)).toMatchObject({ lastUsedAt: expect.any(Date), lastUsedIp: null });
       expect((await keys.list({ ownerId: 'shop-1' })).keys.map((k) => k.id)).toEqual([id]);
       expect((await keys.update(id, { name: 'renamed' })).name).toBe('renamed');
 
@@ -204,7 +211,13 @@ function describeOldTables(name: string, schema: (table: string) => readonly str
       expect(await keys.verify(meteredToken)).toMatchObject({ valid: true, key: { remaining: 0 } });
       expect(await keys.verify(meteredToken)).toMatchObject({ valid: false, code: 'USAGE_EXCEEDED' });
       expect(await keys.update(id, { remaining: 1 })).toMatchObject({ remaining: 1 });
-      expect(await keys.verify(token)).toMatchObject({ valid: true, key: { id, name: 'renamed', remaining: 0 } });
+      expect(await keys.verify(token, { ip: '::ffff:203.0.113.8' })).toMatchObject({
+        valid: true,
+        key: { id, name: 'renamed', remaining: 0 },
+      });
+      await keys.flush();
+      expect(reported).toEqual([]);
+      expect(await keys.get(id)).toMatchObject({ lastUsedIp: '203.0.113.8' });
     });
 
     it('migrate() adds the columns once, run concurrently from several stores and then again, keeping every key', async () => {
@@ -217,7 +230,9 @@ function describeOldTables(name: string, schema: (table: string) => readonly str
       const keys = manager(h.open(old));
       expect(await keys.verify(token)).toMatchObject({ valid: true, key: { id, remaining: null } });
       await keys.update(id, { remaining: 3, refill: { amount: 3, intervalMs: 60_000 } });
-      expect(await keys.verify(token, { cost: 2 })).toMatchObject({ valid: true, key: { remaining: 1 } });
+      expect(await keys.verify(token, { cost: 2, ip: '2001:DB8::9' })).toMatchObject({ valid: true, key: { remaining: 1 } });
+      await keys.flush();
+      expect(await keys.get(id)).toMatchObject({ lastUsedIp: '2001:db8::9' });
     });
 
     it('a store that found columns missing notices a migration run elsewhere, and then keeps the quota', async () => {
@@ -248,9 +263,56 @@ function describeOldTables(name: string, schema: (table: string) => readonly str
         spent: true,
         remaining: 3,
       });
+      await keys.verify(token, { ip: '192.0.2.77' });
+      await keys.flush();
+      expect(await keys.get(id)).toMatchObject({ lastUsedIp: '192.0.2.77' });
       // A migrate() after the script finds nothing to add.
       await store.migrate();
-      expect((await h.columns(old)).length).toBe(20);
+      expect((await h.columns(old)).length).toBe(21);
+    });
+
+    it('a table of the version before last_used_ip: the last use is written without its address until migrate() adds the column', async () => {
+      // A current table without the newest column, holding one key.
+      const previous = table();
+      const early = h.open(previous);
+      await early.migrate();
+      await h.run(`ALTER TABLE ${h.quote(previous)} DROP COLUMN last_used_ip`);
+      expect(await h.columns(previous)).not.toContain('last_used_ip');
+      expect(await h.columns(previous)).toContain('refilled_at');
+      // The store still has the statements of the whole table: the first one that names the
+      // column fails, and the store reads the column list and goes on without it.
+      const keys = manager(early);
+      const { key, token } = await keys.create({ name: 'before the address', scopes: ['all'], remaining: 10 });
+      expect(await keys.verify(token, { ip: '203.0.113.7' })).toMatchObject({ valid: true, key: { lastUsedIp: null, remaining: 9 } });
+      await keys.flush();
+      expect(reported).toEqual([]);
+      const used = (await keys.get(key.id)) as ApiKey;
+      expect(used).toMatchObject({ lastUsedAt: expect.any(Date), lastUsedIp: null, remaining: 9 });
+      // A touch with an address, and an update carrying one, write the rest and skip the address.
+      const later = new Date((used.lastUsedAt as Date).getTime() + 1);
+      await early.touch([{ id: key.id, lastUsedAt: later, ip: '198.51.100.1' }]);
+      expect(await early.findById(key.id)).toMatchObject({ lastUsedAt: later, lastUsedIp: null });
+      const stored = (await early.findById(key.id)) as KeyRecord;
+      const newer = new Date(later.getTime() + 1);
+      expect(await early.update({ ...stored, name: 'edited', version: 2, lastUsedAt: newer, lastUsedIp: '198.51.100.2' }, 1)).toBe(true);
+      expect(await early.findById(key.id)).toMatchObject({ name: 'edited', lastUsedAt: newer, lastUsedIp: null });
+      expect((await keys.update(key.id, { name: 'renamed' })).name).toBe('renamed');
+
+      // migrate(), run by another store, adds the one column; this store notices within a second.
+      const migrated = h.open(previous);
+      await migrated.migrate();
+      // The managers' clock is the real one: the next use must come after the times written above.
+      while (Date.now() <= newer.getTime()) await new Promise((resolve) => setTimeout(resolve, 1));
+      expect((await h.columns(previous)).filter((c) => c === 'last_used_ip')).toEqual(['last_used_ip']);
+      const other = manager(migrated);
+      await other.verify(token, { ip: '::ffff:192.0.2.5' });
+      await other.flush();
+      expect(await other.get(key.id)).toMatchObject({ lastUsedIp: '192.0.2.5' });
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await keys.verify(token, { ip: '2001:db8::5' });
+      await keys.flush();
+      expect(reported).toEqual([]);
+      expect(await keys.get(key.id)).toMatchObject({ lastUsedIp: '2001:db8::5', name: 'renamed' });
     });
   });
 }

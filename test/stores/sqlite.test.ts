@@ -105,7 +105,9 @@ for (const driver of SQLITE_DRIVERS) {
       await store.migrate();
       for (let i = 0; i < 50; i++) await store.findByDigest(`d${i}`);
       for (let i = 0; i < 50; i++)
-        await store.touch(Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i) })));
+        await store.touch(
+          Array.from({ length: 1 + (i % 7) }, (_, j) => ({ id: `k${j}`, lastUsedAt: new Date(i), ip: j % 2 ? null : '192.0.2.1' })),
+        );
       // The column list (read by migrate() before and after), findByDigest once, touch once per padded size (1, 2, 4, 8).
       expect(prepared).toBe(6);
       db.close();
