@@ -452,7 +452,7 @@ export function view(keys: KeyManager, key: ApiKey): AdminKey {
     createdAt: key.createdAt.toISOString(),
     updatedAt: key.updatedAt.toISOString(),
     lastUsedAt: key.lastUsedAt?.toISOString() ?? null,
-    lastUsedIp: (key as ApiKey & { lastUsedIp?: string | null }).lastUsedIp ?? null,
+    lastUsedIp: key.lastUsedIp,
     expiresAt: key.expiresAt?.toISOString() ?? null,
     rateLimit: key.rateLimit,
     remaining: key.remaining,
