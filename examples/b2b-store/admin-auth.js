@@ -1,7 +1,7 @@
-// Protects the admin page and its JSON API: HTTP Basic auth checked in constant time, plus CSRF checks.
+// Protects the admin page and its JSON API: HTTP Basic auth checked in constant time. (keygate's admin mount
+// refuses cross-site writes itself.)
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createOriginCheck } from 'keygate';
 
 /** The user name the admin signs in with. */
 export const ADMIN_USER = 'admin';
@@ -59,33 +59,5 @@ export function basicAuth(password) {
         .status(401)
         .json({ error: { code: 'admin_auth_required', message: 'Sign in as admin with the admin password (HTTP Basic auth).' } });
     }
-  };
-}
-
-/**
- * Express middleware for the admin JSON API: a browser sends Basic credentials with cross-site
- * requests too, so writes must be JSON (a cross-site form cannot send that without a CORS
- * preflight, which this server never answers) and, when the browser says where it came from, from
- * this same origin. Behind a reverse proxy that terminates TLS, the page's origin is https while
- * the app is reached over http: name the proxy in `trustedProxies` so its `X-Forwarded-Proto` and
- * `X-Forwarded-Host` are believed (from that proxy only).
- *
- * @param {{ trustedProxies?: string | readonly string[] }} [options]
- * @returns {import('express').RequestHandler}
- */
-export function sameOriginWrites(options = {}) {
-  const isOwnOrigin = createOriginCheck({ trustedProxies: options.trustedProxies });
-  return (req, res, next) => {
-    if (req.method === 'GET' || req.method === 'HEAD') return next();
-    const socket = /** @type {import('node:net').Socket & { encrypted?: boolean }} */ (req.socket);
-    if (!isOwnOrigin({ headers: req.headers, remoteAddress: socket.remoteAddress, encrypted: socket.encrypted === true })) {
-      return res
-        .status(403)
-        .json({ error: { code: 'cross_origin_write', message: 'Admin changes must come from the admin page itself.' } });
-    }
-    if (req.method !== 'DELETE' && !req.is('application/json')) {
-      return res.status(415).json({ error: { code: 'json_required', message: 'Send the request body as application/json.' } });
-    }
-    return next();
   };
 }

@@ -1,4 +1,5 @@
-// Takes docs/admin-page.png: the API Keys page with a few sample keys, in headless Chromium (playwright-core).
+// Takes docs/admin-page.png: the example's API Keys page (keygate's admin mount) with a few sample keys, in headless
+// Chromium (playwright-core).
 //
 // Usage: npm run build && node examples/b2b-store/screenshot.js [output.png]
 // The browser is /usr/bin/chromium unless KEYGATE_CHROMIUM points to another one.
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { sqliteStore } from 'keygate/sqlite';
 import { chromium } from 'playwright-core';
-import { createApp } from './app.js';
+import { ADMIN_PATH, createApp } from './app.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const output = resolve(process.argv[2] ?? join(ROOT, 'docs/admin-page.png'));
@@ -83,8 +84,8 @@ try {
     timezoneId: 'UTC',
   });
   const page = await context.newPage();
-  await page.goto(`http://127.0.0.1:${port}/admin/api-keys`);
-  await page.locator('#keys-body tr').first().waitFor();
+  await page.goto(`http://127.0.0.1:${port}${ADMIN_PATH}/`);
+  await page.getByTestId('key-row').first().waitFor();
   mkdirSync(dirname(output), { recursive: true });
   await page.screenshot({ path: output, fullPage: true });
   process.stdout.write(`Saved ${output}\n`);

@@ -121,7 +121,7 @@ async function main() {
     [
       '',
       'keygate B2B store example',
-      `  Admin page:  ${base}/admin/api-keys`,
+      `  Admin page:  ${base}/admin/api-keys/`,
       `  Sign in as:  admin`,
       `  Password:    ${passwordLine}`,
       `  Key store:   ${opened.description}`,

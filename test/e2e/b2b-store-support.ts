@@ -7,14 +7,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Express } from 'express';
-import type { KeyManager, KeyStore } from '../../src/index.js';
+import type { KeyManager, KeyManagerOptions, KeyStore } from '../../src/index.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const APP_MODULE = pathToFileURL(join(ROOT, 'examples/b2b-store/app.js')).href;
 
 /** What examples/b2b-store/app.js exports (it is plain JavaScript, so its types are restated here). */
 interface AppModule {
-  createApp(options: { store: KeyStore; adminPassword: string; trustedProxies?: string | readonly string[] }): {
+  createApp(options: {
+    store: KeyStore;
+    adminPassword: string;
+    keyManager?: Omit<KeyManagerOptions, 'store'>;
+    trustedProxies?: string | readonly string[];
+  }): {
     app: Express;
     keys: KeyManager;
     close(): Promise<void>;
@@ -66,6 +71,40 @@ export interface RunningApp {
 export interface StartOptions {
   /** The proxies whose forwarded headers the app believes. @default none */
   trustedProxies?: string | readonly string[];
+  /** Further options of the app's key manager (e.g. `onEvent`). @default none */
+  keyManager?: Omit<KeyManagerOptions, 'store'>;
+}
+
+/** Where the example mounts keygate's admin page; its JSON API is under `${ADMIN_PATH}/api`. */
+export const ADMIN_PATH = '/admin/api-keys';
+
+/** An error answer of the admin API. */
+export interface AdminError {
+  error: { code: string; message: string; fields?: Array<{ field: string; message: string }> };
+}
+
+/**
+ * A call of the example's admin API as the page makes it: signed in as admin with HTTP Basic, the
+ * app's own `Origin`, the body as JSON.
+ */
+export async function adminFetch(
+  running: RunningApp,
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: unknown }> {
+  const auth = Buffer.from(`admin:${running.adminPassword}`).toString('base64');
+  const res = await fetch(`${running.baseUrl}${ADMIN_PATH}/api${path}`, {
+    method,
+    headers: {
+      Authorization: `Basic ${auth}`,
+      ...(method === 'GET' ? {} : { Origin: running.baseUrl }),
+      ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text === '' ? null : (JSON.parse(text) as unknown) };
 }
 
 /** The B2B store app on a fresh SQLite file, listening on 127.0.0.1 at a free port. */
