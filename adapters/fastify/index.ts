@@ -138,8 +138,15 @@ export type { AdminAction, AdminBrand, AdminErrorBody, AdminErrorCode, AdminKey,
 /** Options of `app.register(adminPlugin, options)`: those of every admin mount; mount it with Fastify's `prefix`. */
 export type FastifyAdminOptions = AdminOptions<FastifyRequest>;
 
-/** Bodies are read up to this size, so that the admin itself answers a larger one (413, in its own format). */
-const FASTIFY_BODY_LIMIT = 1024 * 1024;
+/**
+ * The path inside the mount as the router matched it, whatever its case and slash options: the
+ * wildcard's part, or for the prefix itself `''` (redirected to `<prefix>/`) or `/`.
+ */
+function pathInside(request: FastifyRequest): string {
+  const rest = (request.params as { '*'?: string } | undefined)?.['*'];
+  if (rest !== undefined) return `/${rest}`;
+  return splitTarget(request.url).path.endsWith('/') ? '/' : '';
+}
 
 const admin: FastifyPluginAsync<FastifyAdminOptions> = async (fastify, options) => {
   const { prefix: _prefix, ...own } = options as FastifyAdminOptions & { prefix?: unknown };
@@ -147,19 +154,25 @@ const admin: FastifyPluginAsync<FastifyAdminOptions> = async (fastify, options) 
   const origin = adminOriginCheck(handler.options);
   // Inside this plugin only: every body arrives as text, and the admin checks its type itself.
   fastify.removeAllContentTypeParsers();
-  fastify.addContentTypeParser('*', { parseAs: 'string', bodyLimit: FASTIFY_BODY_LIMIT }, (_request, body, done) => done(null, body));
+  fastify.addContentTypeParser('*', { parseAs: 'string', bodyLimit: ADMIN_BODY_MAX }, (_request, body, done) => done(null, body));
+  // A body over the limit gets the admin's own 413; every other error goes on to the app's handler.
+  fastify.setErrorHandler((error: { code?: string }, request, reply) => {
+    if (error.code !== 'FST_ERR_CTP_BODY_TOO_LARGE') throw error;
+    return send(request, reply, true);
+  });
   const base = fastify.prefix;
-  const answer = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-    const { path, query } = splitTarget(request.url);
+  const send = async (request: FastifyRequest, reply: FastifyReply, tooLarge = false): Promise<FastifyReply> => {
+    const { query } = splitTarget(request.url);
     const text = typeof request.body === 'string' ? request.body : '';
     const raw = request.raw;
     const result = await handler.handle(
       {
         method: request.method.toUpperCase(),
-        path: path.startsWith(base) ? path.slice(base.length) : path,
+        // The path inside the mount as the router matched it (whatever its case or slash options).
+        path: pathInside(request),
         query,
         headers: request.headers,
-        body: text === '' ? { kind: 'none' } : Buffer.byteLength(text) > ADMIN_BODY_MAX ? { kind: 'too-large' } : { kind: 'text', text },
+        body: tooLarge ? { kind: 'too-large' } : text === '' ? { kind: 'none' } : { kind: 'text', text },
         base,
         sameOrigin: origin.node({
           headers: request.headers,
@@ -173,8 +186,8 @@ const admin: FastifyPluginAsync<FastifyAdminOptions> = async (fastify, options) 
     return reply.send(result.body ?? undefined);
   };
   const methods = ['GET', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'] as const;
-  fastify.route({ method: [...methods], url: '/', handler: answer });
-  fastify.route({ method: [...methods], url: '/*', handler: answer });
+  fastify.route({ method: [...methods], url: '/', handler: (request, reply) => send(request, reply) });
+  fastify.route({ method: [...methods], url: '/*', handler: (request, reply) => send(request, reply) });
 };
 
 /**

@@ -210,7 +210,7 @@ export function adminHandler(options: FetchAdminOptions): (request: Request) => 
     const url = new URL(request.url);
     if (!(url.pathname === basePath || url.pathname.startsWith(`${basePath}/`))) {
       const body = { error: { code: 'NOT_FOUND', message: `This handler answers under ${basePath}/ only.` } };
-      return Response.json(body, { status: 404, headers: { 'cache-control': 'no-store' } });
+      return Response.json(body, { status: 404, headers: { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' } });
     }
     const headers: Record<string, string> = {};
     request.headers.forEach((value, name) => {

@@ -131,7 +131,8 @@ export interface KoaAdminOptions<Ctx extends AdminKoaContext = AdminKoaContext> 
 export function adminMiddleware<Ctx extends AdminKoaContext = AdminKoaContext>(
   options: KoaAdminOptions<Ctx>,
 ): (ctx: Ctx, next: () => Promise<unknown>) => Promise<void> {
-  const prefix = options?.prefix ?? '';
+  const given = options?.prefix ?? '';
+  const prefix = given === '/' ? '' : given;
   if (typeof prefix !== 'string' || !(prefix === '' || /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(prefix))) {
     throw new ValidationError(
       'prefix',

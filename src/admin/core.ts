@@ -1,6 +1,6 @@
 // The admin API and page behind every mount: routing, tenancy, authorization, same-origin writes, answers.
 
-import { isKeygateError, KeyNotFoundError, ValidationError, VersionConflictError } from '../errors.js';
+import { InvalidationUnconfirmedError, isKeygateError, KeyNotFoundError, ValidationError, VersionConflictError } from '../errors.js';
 import { parseAllowedIps } from '../ip.js';
 import type { KeyManager } from '../manager.js';
 import { checkRefill, checkRemaining } from '../quota.js';
@@ -48,9 +48,53 @@ const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 });
 
+/**
+ * A failure of the host's own `owner`, `authorize` or `actor`: `handle` throws its cause on to the
+ * mount, so that the framework's error handling answers it (a 401 of the host's, say).
+ */
+export class HostCallbackError extends Error {
+  constructor(readonly original: unknown) {
+    super('owner, authorize or actor failed', { cause: original });
+  }
+}
+
+/** Runs a callback of the host's; what it throws goes to the host's error handling. */
+async function host<T>(call: () => T | Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw new HostCallbackError(error);
+  }
+}
+
+/**
+ * The owner the host resolves: a valid owner id, or `null` for the keys without an owner. Anything
+ * else (`undefined` from a missing session field, a number) is the host's mistake, never read as
+ * `null`: that would open the keys without an owner to the request.
+ */
+async function ownerOf<Req>(options: AdminOptions<Req>, hostRequest: Req): Promise<string | null> {
+  const owner = await host(() => options.owner(hostRequest));
+  if (owner !== null && typeof owner !== 'string') {
+    throw new HostCallbackError(
+      new TypeError(
+        `keygate admin: owner(request) returned ${owner === undefined ? 'undefined' : typeof owner}; it must return the owner id (a string), or null for the keys without an owner`,
+      ),
+    );
+  }
+  try {
+    return checkOwner(owner);
+  } catch (error) {
+    throw new HostCallbackError(error);
+  }
+}
+
 /** The framework-neutral admin: what every mount calls. */
 export interface Admin<Req> {
-  /** Answers one request that reached the mount. Never throws: failures become error answers. */
+  /**
+   * Answers one request that reached the mount. Failures become error answers, but for those of the
+   * host's own `owner`, `authorize` and `actor`, which it throws on (the mount hands them to the
+   * framework's error handling).
+   */
   handle(request: AdminRequest, hostRequest: Req): Promise<AdminResponse>;
   /** The options as checked, for the mounts (origin checks). */
   readonly options: Readonly<AdminOptions<Req>>;
@@ -95,6 +139,7 @@ export function createAdmin<Req>(options: AdminOptions<Req>): Admin<Req> {
       try {
         return await route(checked, assets, graceMs, request, hostRequest);
       } catch (error) {
+        if (error instanceof HostCallbackError) throw error.original;
         return errorAnswer(error, report);
       }
     },
@@ -163,7 +208,7 @@ async function api<Req>(
 ): Promise<AdminResponse> {
   const { method } = request;
   const { keys } = options;
-  const segments = path.split('/').slice(1);
+  const segments = path.split('/').slice(1).map(decodeSegment);
   const [collection, id, verb, ...rest] = segments;
   let action: AdminAction;
   let allowed: string;
@@ -184,12 +229,13 @@ async function api<Req>(
   const writing = method !== 'GET' && method !== 'HEAD';
   if (writing) checkWrite(request);
 
-  const owner = checkOwner(await options.owner(hostRequest));
-  if (options.authorize && !(await options.authorize(hostRequest, action))) {
+  const owner = await ownerOf(options, hostRequest);
+  if (options.authorize && !(await host(() => (options.authorize as NonNullable<typeof options.authorize>)(hostRequest, action)))) {
     throw new Answer(403, 'FORBIDDEN', `You may not ${ACTION_WORDS[action]}.`);
   }
   const body = writing ? readBody(request.body) : undefined;
-  const actorOf = async (): Promise<string | null> => (options.actor ? await options.actor(hostRequest) : owner);
+  const actorOf = async (): Promise<string | null> =>
+    options.actor ? await host(() => (options.actor as NonNullable<typeof options.actor>)(hostRequest)) : owner;
 
   if (collection === 'config') {
     return json(200, {
@@ -210,12 +256,13 @@ async function api<Req>(
     if (key === null || key.ownerId !== owner) {
       throw new Answer(404, 'KEY_NOT_FOUND', 'No key of this account has this token (it may have been deleted or rotated out already).');
     }
-    const revoked = key.active ? await keys.deactivate(key.id, { actor: await actorOf() }) : key;
-    return json(200, { key: view(keys, revoked) });
+    if (!key.active) return json(200, { key: view(keys, key) });
+    const actor = await actorOf();
+    return done(await settled(() => keys.deactivate(key.id, { actor })), (revoked) => json(200, { key: view(keys, revoked) }));
   }
   if (id === undefined) {
     if (method === 'POST') {
-      const fields = keyFields(keys, objectBody(body, KEY_FIELDS), true);
+      const fields = keyFields(keys, body, KEY_FIELDS, [], true);
       const created = await keys.create({ ...(fields as CreateKeyInput), ownerId: owner }, { actor: await actorOf() });
       return json(201, { key: view(keys, created.key), token: created.token }, { etag: etagOf(created.key) });
     }
@@ -227,15 +274,18 @@ async function api<Req>(
   const key = await keys.get(id);
   if (key === null || key.ownerId !== owner) throw new KeyNotFoundError(id);
   if (verb === undefined && (method === 'GET' || method === 'HEAD')) return json(200, { key: view(keys, key) }, { etag: etagOf(key) });
-  const actor = await actorOf();
   if (method === 'DELETE') {
-    if (!(await keys.delete(id, { actor }))) throw new KeyNotFoundError(id);
-    return { status: 204, headers: apiHeaders(), body: null };
+    const actor = await actorOf();
+    return done(await settled(() => keys.delete(id, { actor })), (existed) => {
+      if (!existed) throw new KeyNotFoundError(id);
+      return { status: 204, headers: apiHeaders(), body: null };
+    });
   }
   if (verb === 'activate' || verb === 'deactivate') {
     objectBody(body, []);
-    const changed = verb === 'activate' ? await keys.activate(id, { actor }) : await keys.deactivate(id, { actor });
-    return json(200, { key: view(keys, changed) }, { etag: etagOf(changed) });
+    const actor = await actorOf();
+    const write = () => (verb === 'activate' ? keys.activate(id, { actor }) : keys.deactivate(id, { actor }));
+    return done(await settled(write), (changed) => json(200, { key: view(keys, changed) }, { etag: etagOf(changed) }));
   }
   if (verb === 'rotate') {
     const { gracePeriodMs } = objectBody(body, ['gracePeriodMs']) as { gracePeriodMs?: unknown };
@@ -243,32 +293,90 @@ async function api<Req>(
       gracePeriodMs === undefined
         ? graceMs
         : checkFields(() => checkWholeNumber('gracePeriodMs', gracePeriodMs, { min: 0, max: GRACE_MAX_MS, unit: 'ms' }));
-    const rotated = await keys.rotate(id, { gracePeriodMs: grace, actor });
-    return json(200, { key: view(keys, rotated.key), token: rotated.token }, { etag: etagOf(rotated.key) });
+    const actor = await actorOf();
+    return done(await settled(() => keys.rotate(id, { gracePeriodMs: grace, actor })), (rotated) =>
+      json(200, { key: view(keys, rotated.key), token: rotated.token }, { etag: etagOf(rotated.key) }),
+    );
   }
   // PATCH: compare-and-set on the version from If-Match (412 when stale) or the body's `version` (409).
-  const source = objectBody(body, [...KEY_FIELDS, 'version']);
-  const ifMatch = parseIfMatch(request.headers['if-match']);
-  let expectedVersion: number | undefined;
-  if (source.version !== undefined) {
-    expectedVersion = checkFields(() => checkWholeNumber('version', source.version));
-  }
-  if (ifMatch !== undefined) expectedVersion = ifMatch;
-  const changes = keyFields(keys, source, false) as UpdateKeyInput;
-  const staleStatus = ifMatch !== undefined ? 412 : 409;
+  const errors: FieldError[] = [];
+  let ifMatch: number | undefined;
   try {
-    if (expectedVersion !== undefined && expectedVersion !== key.version) throw new VersionConflictError(id, expectedVersion, key.version);
-    const updated = await keys.update(id, changes, expectedVersion === undefined ? { actor } : { expectedVersion, actor });
-    return json(200, { key: view(keys, updated) }, { etag: etagOf(updated) });
+    ifMatch = parseIfMatch(request.headers['if-match']);
   } catch (error) {
-    if (error instanceof VersionConflictError) {
-      throw new Answer(
-        staleStatus,
-        'VERSION_CONFLICT',
-        'Someone else changed this key meanwhile; nothing was saved. Load it again and repeat your change.',
-      );
+    if (!(error instanceof ValidationError)) throw error;
+    errors.push({ field: error.field, message: error.reason });
+  }
+  const source =
+    body === undefined || body === null || typeof body !== 'object' || Array.isArray(body) ? {} : (body as Record<string, unknown>);
+  let bodyVersion: number | undefined;
+  if (source.version !== undefined) {
+    try {
+      bodyVersion = checkWholeNumber('version', source.version);
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      errors.push({ field: error.field, message: error.reason });
     }
+  }
+  if (ifMatch !== undefined && bodyVersion !== undefined && ifMatch !== bodyVersion) {
+    errors.push({ field: 'version', message: `is ${bodyVersion} but If-Match says ${ifMatch}: send one, or the same in both` });
+  }
+  const changes = keyFields(keys, body, [...KEY_FIELDS, 'version'], errors, false) as UpdateKeyInput & { version?: unknown };
+  delete changes.version;
+  const expectedVersion = ifMatch ?? bodyVersion;
+  const staleStatus = ifMatch !== undefined ? 412 : 409;
+  const stale = () =>
+    new Answer(
+      staleStatus,
+      'VERSION_CONFLICT',
+      'Someone else changed this key meanwhile; nothing was saved. Load it again and repeat your change.',
+    );
+  if (expectedVersion !== undefined && expectedVersion !== key.version) throw stale();
+  // An edit that sends no field changes nothing: no new version for others to trip over.
+  if (Object.keys(changes).length === 0) return json(200, { key: view(keys, key) }, { etag: etagOf(key) });
+  const actor = await actorOf();
+  let outcome: Settled<ApiKey>;
+  try {
+    outcome = await settled(() => keys.update(id, changes, expectedVersion === undefined ? { actor } : { expectedVersion, actor }));
+  } catch (error) {
+    if (error instanceof VersionConflictError) throw stale();
     throw error;
+  }
+  return done(outcome, (updated) => json(200, { key: view(keys, updated) }, { etag: etagOf(updated) }));
+}
+
+/** A write's result, and whether every instance on the invalidation bus confirmed it (`revocation.wait`). */
+interface Settled<T> {
+  readonly result: T;
+  readonly confirmed: boolean;
+}
+
+/**
+ * Runs a write. With `revocation.wait`, a write that some instance did not confirm in time is done
+ * all the same: its result (a rotation's new token among it) is answered, never lost to an error.
+ */
+async function settled<T>(write: () => Promise<T>): Promise<Settled<T>> {
+  try {
+    return { result: await write(), confirmed: true };
+  } catch (error) {
+    if (error instanceof InvalidationUnconfirmedError) return { result: error.result as T, confirmed: false };
+    throw error;
+  }
+}
+
+/** The answer of a settled write; one not confirmed by every instance says so in `Keygate-Invalidation: unconfirmed`. */
+function done<T>(outcome: Settled<T>, answer: (result: T) => AdminResponse): AdminResponse {
+  const response = answer(outcome.result);
+  if (outcome.confirmed) return response;
+  return { ...response, headers: { ...response.headers, 'keygate-invalidation': 'unconfirmed' } };
+}
+
+/** A path segment, percent-decoded (the page encodes key ids); one that does not decode matches no route. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return '\u0000';
   }
 }
 
@@ -315,31 +423,47 @@ function readBody(body: AdminBody): unknown {
   }
 }
 
+type FieldError = { field: string; message: string };
+
 /** The body as an object with only these fields; no body is `{}`. */
 function objectBody(body: unknown, allowed: readonly string[]): Record<string, unknown> {
+  const errors: FieldError[] = [];
+  const source = bodyObject(body, allowed, errors);
+  if (errors.length > 0) throw fieldErrors(errors);
+  return source;
+}
+
+/** The body as an object; what is wrong with it (not an object, unknown fields) goes to `errors`. */
+function bodyObject(body: unknown, allowed: readonly string[], errors: FieldError[]): Record<string, unknown> {
   if (body === undefined) return {};
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw fieldErrors([{ field: 'body', message: 'must be a JSON object' }]);
+    errors.push({ field: 'body', message: 'must be a JSON object' });
+    return {};
   }
-  const unknown = Object.keys(body).filter((name) => !allowed.includes(name));
-  if (unknown.length > 0) {
-    throw fieldErrors(
-      unknown.map((field) => ({
-        field,
-        message: allowed.length === 0 ? 'is not accepted here: send no body' : `is not a field here; the fields are ${allowed.join(', ')}`,
-      })),
-    );
+  for (const field of Object.keys(body)) {
+    if (allowed.includes(field)) continue;
+    errors.push({
+      field,
+      message: allowed.length === 0 ? 'is not accepted here: send no body' : `is not a field here; the fields are ${allowed.join(', ')}`,
+    });
   }
   return body as Record<string, unknown>;
 }
 
 /**
  * The key fields of a create or an edit, each checked on its own so that every field at fault is
- * named at once (the manager checks them again, and the rules between them).
+ * named at once, with the unknown fields and the errors found before (`errors`). The manager checks
+ * them again, and the rules between them.
  */
-function keyFields(keys: KeyManager, source: Record<string, unknown>, creating: boolean): Partial<Record<KeyField, unknown>> {
+function keyFields(
+  keys: KeyManager,
+  body: unknown,
+  allowed: readonly string[],
+  errors: FieldError[],
+  creating: boolean,
+): Partial<Record<KeyField, unknown>> {
+  const source = bodyObject(body, allowed, errors);
   const fields: Partial<Record<KeyField, unknown>> = {};
-  const errors: Array<{ field: string; message: string }> = [];
   const checks: Record<KeyField, (value: unknown) => unknown> = {
     name: (value) => checkName(value),
     active: (value) => checkBoolean('active', value),
@@ -429,9 +553,7 @@ function parseIfMatch(header: string | readonly string[] | undefined): number | 
   if (header === undefined) return undefined;
   const value = typeof header === 'string' ? header.trim() : header.join(',').trim();
   const match = /^(?:W\/)?"([1-9][0-9]{0,15})"$/.exec(value);
-  if (!match) {
-    throw fieldErrors([{ field: 'If-Match', message: 'must be the ETag of the key as read, e.g. "7"' }]);
-  }
+  if (!match) throw new ValidationError('If-Match', 'must be the ETag of the key as read, e.g. "7"');
   return Number(match[1]);
 }
 

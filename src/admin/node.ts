@@ -10,10 +10,14 @@ import type { AdminBody, AdminResponse } from './types.js';
  */
 export async function readNodeBody(req: IncomingMessage, parsed: unknown): Promise<AdminBody> {
   if (req.method === 'GET' || req.method === 'HEAD') return { kind: 'none' };
+  const declared = Number(req.headers['content-length']);
   if (req.readableEnded || (req as { _body?: unknown })._body === true) {
+    // The host's parser read it, maybe with a larger limit: the admin's still holds.
+    if (declared > ADMIN_BODY_MAX || (parsed !== undefined && Buffer.byteLength(JSON.stringify(parsed) ?? '') > ADMIN_BODY_MAX)) {
+      return { kind: 'too-large' };
+    }
     return parsed === undefined ? { kind: 'none' } : { kind: 'parsed', value: parsed };
   }
-  const declared = Number(req.headers['content-length']);
   if (declared > ADMIN_BODY_MAX) {
     req.resume();
     return { kind: 'too-large' };

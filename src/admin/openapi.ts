@@ -10,6 +10,7 @@ const errorAnswer = (description: string) => ({ description, content: jsonConten
 
 /** Answers every route may give. */
 const COMMON_ERRORS = {
+  '400': errorAnswer('`VALIDATION_FAILED`: a bad key id, field, filter or `If-Match` (every one at fault in `fields`); `INVALID_JSON`.'),
   '403': errorAnswer('`FORBIDDEN`: the host said no to this action; `ORIGIN_MISMATCH`: a write without a same-origin `Origin`.'),
   '405': errorAnswer('`METHOD_NOT_ALLOWED`: the route does not take this method (see `Allow`).'),
   '500': errorAnswer('`INTERNAL_ERROR`: an unexpected failure, reported to the server log.'),
@@ -67,8 +68,8 @@ export const openApiDocument = deepFreeze({
         ],
         responses: {
           '200': { description: 'A page of keys.', content: jsonContent(ref('KeyPage')) },
-          '400': errorAnswer('`VALIDATION_FAILED`: a bad filter.'),
           ...COMMON_ERRORS,
+          '400': errorAnswer('`VALIDATION_FAILED`: a bad filter (every one at fault in `fields`).'),
         },
       },
       post: {
@@ -77,6 +78,9 @@ export const openApiDocument = deepFreeze({
         requestBody: { required: true, content: jsonContent(ref('CreateKey')) },
         responses: {
           '201': { description: 'The key and its token.', headers: etag, content: jsonContent(ref('KeyWithToken')) },
+          '409': errorAnswer(
+            '`STORE_CONFLICT`: the store refused the new key as a duplicate (a generated id or token clashed); create it again.',
+          ),
           ...WRITE_ERRORS,
           ...COMMON_ERRORS,
         },
@@ -240,7 +244,13 @@ export const openApiDocument = deepFreeze({
         properties: {
           name: { type: 'string', description: '1..100 characters, trimmed.' },
           active: { type: 'boolean' },
-          scopes: { type: 'array', items: { type: 'string' }, minItems: 1 },
+          scopes: {
+            description: 'Scope names of the catalog (`GET /config`), as a list or comma-separated.',
+            oneOf: [
+              { type: 'array', items: { type: 'string' }, minItems: 1 },
+              { type: 'string', minLength: 1 },
+            ],
+          },
           allowedIps: {
             description: 'Exact addresses, comma-separated without spaces, or as a list; blank or null for any address.',
             oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }],

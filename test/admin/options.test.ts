@@ -11,7 +11,7 @@ import { memoryStore } from '../../adapters/memory/index.js';
 import { createAdmin } from '../../src/admin/core.js';
 import { adminOriginCheck } from '../../src/admin/origin.js';
 import type { AdminRequest } from '../../src/admin/types.js';
-import { ValidationError } from '../../src/errors.js';
+import { InvalidationUnconfirmedError, ValidationError } from '../../src/errors.js';
 import { createKeyManager, type KeyManager } from '../../src/manager.js';
 import { defineScopes } from '../../src/scopes.js';
 
@@ -90,15 +90,15 @@ describe('admin options', () => {
     }
   });
 
-  it('answers an unexpected failure of the host with 500 and no detail, and reports it', async () => {
+  it('answers an unexpected failure with 500 and no detail, and reports it', async () => {
     const reported: unknown[] = [];
-    const admin = createAdmin({
-      keys,
-      owner: () => {
-        throw new Error('session store down: secret detail');
+    const failing: KeyManager = {
+      ...keys,
+      list: async () => {
+        throw new Error('driver bug: secret detail');
       },
-      onError: (error) => reported.push(error),
-    });
+    };
+    const admin = createAdmin({ keys: failing, owner: () => null, onError: (error) => reported.push(error) });
     const answer = await admin.handle(GET('/api/keys'), undefined);
     expect(answer.status).toBe(500);
     expect(answer.body).not.toContain('secret detail');
@@ -149,6 +149,122 @@ describe('the origin of admin writes', () => {
       expect(ok.status).toBe(201);
       const plain = await fetch(url, { method: 'POST', headers: { ...headers, origin: 'http://shop.example' }, body });
       expect(plain.status).toBe(403);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
+describe('the host’s part and edge cases of the API', () => {
+  const write = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): AdminRequest => ({
+    method,
+    path,
+    query: '',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? { kind: 'none' } : { kind: 'text', text: JSON.stringify(body) },
+    base: '',
+    sameOrigin: true,
+  });
+
+  it('never reads an owner of undefined as "the keys without an owner": the request fails to the host', async () => {
+    const { key } = await keys.create({ name: 'Platform internal', scopes: ['all'] });
+    const admin = createAdmin({ keys, owner: (req: { user: { shopId?: string } }) => req.user.shopId as string });
+    await expect(admin.handle(GET('/api/keys'), { user: {} })).rejects.toThrow(/owner\(request\) returned undefined/);
+    await expect(admin.handle(write('POST', `/api/keys/${key.id}/deactivate`), { user: {} })).rejects.toThrow(TypeError);
+    expect((await keys.get(key.id))?.active).toBe(true);
+  });
+
+  it('hands an error of the host’s owner() to the framework: an Express error handler answers its 401', async () => {
+    const app = express();
+    app.use(
+      '/admin',
+      adminRouter({
+        keys,
+        owner: () => {
+          throw Object.assign(new Error('not signed in'), { status: 401 });
+        },
+      }),
+    );
+    app.use((error: { status?: number }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(error.status ?? 500).send('sign in first');
+    });
+    const server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const reply = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/admin/api/keys`);
+      expect(reply.status).toBe(401);
+      expect(await reply.text()).toBe('sign in first');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('answers a rotation that some instance did not confirm with its new token, flagged, not with a 503', async () => {
+    const { key } = await keys.create({ name: 'Unconfirmed', scopes: ['all'], ownerId: 'shop-u' });
+    const rotated = await keys.rotate(key.id);
+    const unconfirming: KeyManager = {
+      ...keys,
+      rotate: async (id) => {
+        throw new InvalidationUnconfirmedError('rotate', id, rotated, { instances: 2, unanswered: 1, reason: 'timeout' });
+      },
+    };
+    const answer = await createAdmin({ keys: unconfirming, owner: () => 'shop-u' }).handle(
+      write('POST', `/api/keys/${key.id}/rotate`, {}),
+      undefined,
+    );
+    expect(answer.status).toBe(200);
+    expect(answer.headers['keygate-invalidation']).toBe('unconfirmed');
+    expect(JSON.parse(answer.body as string).token).toBe(rotated.token);
+  });
+
+  it('names unknown fields, bad fields and a version at odds with If-Match in one answer', async () => {
+    const admin = createAdmin({ keys, owner: () => 'shop-e' });
+    const created = await admin.handle(write('POST', '/api/keys', { name: '', scopes: [], foo: 1 }), undefined);
+    expect(
+      JSON.parse(created.body as string)
+        .error.fields.map((f: { field: string }) => f.field)
+        .sort(),
+    ).toEqual(['foo', 'name', 'scopes']);
+    const { key } = await keys.create({ name: 'Versioned', scopes: ['all'], ownerId: 'shop-e' });
+    const both = await admin.handle(
+      write('PATCH', `/api/keys/${key.id}`, { name: '', version: key.version + 1 }, { 'if-match': `"${key.version}"` }),
+      undefined,
+    );
+    expect(both.status).toBe(400);
+    expect(
+      JSON.parse(both.body as string)
+        .error.fields.map((f: { field: string }) => f.field)
+        .sort(),
+    ).toEqual(['name', 'version']);
+    expect((await keys.get(key.id))?.name).toBe('Versioned');
+  });
+
+  it('saves nothing for an edit without fields, and reads percent-encoded ids', async () => {
+    const admin = createAdmin({ keys, owner: () => 'shop-e' });
+    const { key } = await keys.create({ name: 'Untouched', scopes: ['all'], ownerId: 'shop-e' });
+    const empty = await admin.handle(write('PATCH', `/api/keys/${key.id}`, {}), undefined);
+    expect(empty.status).toBe(200);
+    expect((await keys.get(key.id))?.version).toBe(key.version);
+    const encoded = `%${key.id.charCodeAt(0).toString(16).toUpperCase()}${key.id.slice(1)}`;
+    expect((await admin.handle(GET(`/api/keys/${encoded}`), undefined)).status).toBe(200);
+  });
+
+  it('holds its own body limit when the host parsed the body with a larger one', async () => {
+    const app = express();
+    app.use(express.json({ limit: '1mb' }));
+    app.use('/admin', adminRouter({ keys, owner: () => 'shop-big' }));
+    const server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const reply = await fetch(`${origin}/admin/api/keys`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', origin },
+        body: JSON.stringify({ name: 'big', scopes: ['all'], pad: 'x'.repeat(40_000) }),
+      });
+      expect(reply.status).toBe(413);
     } finally {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
