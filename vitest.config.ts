@@ -8,5 +8,7 @@ export default defineConfig({
     testTimeout: 20_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // The admin page's styles are served from their `?raw` import: without this, Vitest reads CSS files as empty.
+    css: { include: [/src\/admin\/page\/.*\.css/] },
   },
 });

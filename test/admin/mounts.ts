@@ -1,6 +1,6 @@
 // One app per framework and major version, each with its own sign-in (HTTP Basic) in front of the admin mount.
 
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import express from 'express';
@@ -48,6 +48,20 @@ export interface AdminAppSpec {
   brand?: AdminBrand;
   /** Put the app's own JSON body parser in front of the mount (Express, Koa with a parser). */
   ownBodyParser?: boolean;
+  /** Told of every request the app answered (sign-in refusals included), once its answer is sent. */
+  observe?: (seen: SeenRequest) => void;
+}
+
+/** A request as the server saw it, and its answer's status. */
+export interface SeenRequest {
+  readonly method: string;
+  /** The path and query. */
+  readonly url: string;
+  readonly origin: string | undefined;
+  readonly contentType: string | undefined;
+  /** Whether it carried credentials (any `Authorization` header). */
+  readonly authorized: boolean;
+  readonly status: number;
 }
 
 export interface AdminApp {
@@ -77,6 +91,24 @@ function options(spec: AdminAppSpec, userOf: (request: never) => string) {
     actor: (request: never) => `user:${user(request).name}`,
     authorize: (request: never, action: AdminAction) => user(request).actions?.includes(action) ?? true,
   };
+}
+
+/** Reports each request of `server` to `spec.observe` when its answer is sent. */
+function watch(server: Server, spec: AdminAppSpec): void {
+  const observe = spec.observe;
+  if (!observe) return;
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    res.once('finish', () => {
+      observe({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        origin: req.headers.origin,
+        contentType: req.headers['content-type'],
+        authorized: req.headers.authorization !== undefined,
+        status: res.statusCode,
+      });
+    });
+  });
 }
 
 async function listen(server: Server): Promise<string> {
@@ -113,6 +145,7 @@ function expressFramework(name: string, create: typeof express): AdminFramework 
         res.send('shop home');
       });
       const server = createServer(app);
+      watch(server, spec);
       const origin = await listen(server);
       return { name, origin, url: origin + MOUNT, close: closer(server) };
     },
@@ -150,6 +183,7 @@ function koaFramework(name: string, Koa: typeof Koa3): AdminFramework {
       const own = options(spec, (ctx: { state: { user: string } }) => ctx.state.user as never as string);
       app.use(adminMiddleware({ prefix: MOUNT, ...(own as object) } as never));
       const server = createServer(app.callback());
+      watch(server, spec);
       const origin = await listen(server);
       return { name, origin, url: origin + MOUNT, close: closer(server) };
     },
@@ -169,6 +203,7 @@ function fastifyFramework(name: string, create: typeof fastify5): AdminFramework
       });
       const own = options(spec, (request: { user: string }) => request.user as never as string);
       await app.register(adminPlugin as never, { prefix: MOUNT, ...own });
+      watch(app.server, spec);
       await app.listen({ port: 0, host: '127.0.0.1' });
       const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
       return {
@@ -197,6 +232,7 @@ const fetchFramework: AdminFramework = {
       port: 0,
       hostname: '127.0.0.1',
     }) as Server;
+    watch(server, spec);
     await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
     const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     return { name: fetchFramework.name, origin, url: origin + MOUNT, close: closer(server) };
