@@ -1,4 +1,4 @@
-// Takes docs/admin-page.png: the example's API Keys page (keygate's admin mount) with a few sample keys, in headless
+// Takes a screenshot (default: examples/b2b-store/screenshot.png) of the example's API Keys page (keygate's admin mount) with a few sample keys, in headless
 // Chromium (playwright-core).
 //
 // Usage: npm run build && node examples/b2b-store/screenshot.js [output.png]
@@ -14,7 +14,7 @@ import { chromium } from 'playwright-core';
 import { ADMIN_PATH, createApp } from './app.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const output = resolve(process.argv[2] ?? join(ROOT, 'docs/admin-page.png'));
+const output = resolve(process.argv[2] ?? join(ROOT, 'examples/b2b-store/screenshot.png'));
 const executablePath = process.env.KEYGATE_CHROMIUM || '/usr/bin/chromium';
 const adminPassword = 'screenshot-password';
 
