@@ -63,6 +63,19 @@ interface Finding {
   targets: string[];
 }
 
+/**
+ * Polls `check` until it is true, as `expect.poll` does; the tests of this file run concurrently,
+ * where `expect.poll` cannot tell which test it belongs to and throws.
+ */
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 describe('the page files the tests serve', () => {
   it('are the files of src/admin/page, the styles included (Vitest reads CSS as empty unless told)', () => {
     const assets = pageAssets(undefined);
@@ -214,7 +227,7 @@ window.outcomes = (async () => {
 
     async function ready(page: Page): Promise<void> {
       await page.getByTestId('keys-loading').waitFor({ state: 'hidden' });
-      await expect.poll(() => page.getByTestId('create-key').isEnabled()).toBe(true);
+      await until(() => page.getByTestId('create-key').isEnabled(), 'the Create button to be enabled');
     }
 
     const rowOf = (page: Page, id: string) => page.locator(`[data-testid="key-row"][data-key-id="${id}"]`);
@@ -260,7 +273,10 @@ window.outcomes = (async () => {
     /** Waits for the row's Active switch to settle (the request behind it done). */
     async function switchSettles(page: Page, id: string, checked: boolean): Promise<void> {
       const toggle = rowOf(page, id).getByTestId('active-toggle');
-      await expect.poll(async () => (await toggle.isChecked()) === checked && (await toggle.isEnabled())).toBe(true);
+      await until(
+        async () => (await toggle.isChecked()) === checked && (await toggle.isEnabled()),
+        `the Active switch to be ${checked ? 'on' : 'off'}`,
+      );
     }
 
     it('runs the whole flow through the page: create, copy, edit, toggle, regenerate, revoke, delete', async () => {
@@ -668,7 +684,7 @@ window.outcomes = (async () => {
       const answer = page.waitForResponse((response) => response.request().method() === 'POST');
       await dialog.getByTestId('key-save').click();
       expect((await answer).status()).toBe(400);
-      await expect.poll(() => dialog.getByTestId('error-rateLimit').isVisible()).toBe(true);
+      await until(() => dialog.getByTestId('error-rateLimit').isVisible(), 'the rate limit error');
       const server = {
         name: await dialog.getByTestId('error-name').textContent(),
         scopes: await dialog.getByTestId('error-scopes').textContent(),
